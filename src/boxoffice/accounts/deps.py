@@ -1,0 +1,83 @@
+"""Authentication and authorisation dependencies for every router.
+
+`CurrentUser` requires a valid access token; `OptionalUser` accepts anonymous callers;
+`require(Permission.X)` checks the caller's role against the role_permissions table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.accounts.models import RolePermission, User
+from boxoffice.accounts.permissions import Permission
+from boxoffice.core.db import SessionDep
+from boxoffice.core.errors import Forbidden, NotAuthenticated
+from boxoffice.core.security import decode_access_token
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/login")
+
+
+async def _optional_user(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User | None:
+    if credentials is None:
+        return None
+    claims = decode_access_token(request.app.state.signing_key, credentials.credentials)
+    if claims is None:
+        raise NotAuthenticated("The access token is invalid or expired.", code="invalid_token")
+    user = await session.get(User, claims.user_id)
+    if user is None or not user.is_active:
+        raise NotAuthenticated("The access token is invalid or expired.", code="invalid_token")
+    return user
+
+
+async def _current_user(user: Annotated[User | None, Depends(_optional_user)]) -> User:
+    if user is None:
+        raise NotAuthenticated("Sign in first: send 'Authorization: Bearer <accessToken>'.")
+    return user
+
+
+OptionalUser = Annotated[User | None, Depends(_optional_user)]
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+async def permissions_of(request: Request, session: AsyncSession, role: str) -> frozenset[str]:
+    """The role's permissions, read once per process (grants change only by migration)."""
+    cache: dict[str, frozenset[str]] | None = getattr(request.app.state, "role_permissions", None)
+    if cache is None:
+        rows = (await session.execute(select(RolePermission.role, RolePermission.permission))).all()
+        loaded: dict[str, set[str]] = {}
+        for row_role, permission in rows:
+            loaded.setdefault(row_role, set()).add(permission)
+        cache = {name: frozenset(perms) for name, perms in loaded.items()}
+        request.app.state.role_permissions = cache
+    return cache.get(role, frozenset())
+
+
+def require(*needed: Permission) -> Callable[..., Awaitable[User]]:
+    """A dependency that answers 401 without a user and 403 without every named permission."""
+
+    async def dependency(request: Request, user: CurrentUser, session: SessionDep) -> User:
+        granted = await permissions_of(request, session, user.role)
+        missing = [p.value for p in needed if p.value not in granted]
+        if missing:
+            raise Forbidden(f"Your role may not do this (needs {', '.join(missing)}).")
+        return user
+
+    return dependency
+
+
+async def has_permission(
+    request: Request, session: AsyncSession, user: User | None, permission: Permission
+) -> bool:
+    if user is None:
+        return False
+    return permission.value in await permissions_of(request, session, user.role)

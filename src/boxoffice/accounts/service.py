@@ -1,0 +1,486 @@
+"""Account use cases: registration, login with MFA, token rotation, email and password flows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import pyotp
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.accounts.exceptions import (
+    EmailTaken,
+    InvalidAccountToken,
+    InvalidCredentials,
+    InvalidOtp,
+    InvalidRefreshToken,
+    OtpRequired,
+    RefreshTokenReused,
+    UnknownRole,
+    WeakPassword,
+)
+from boxoffice.accounts.models import AccountToken, RefreshToken, User
+from boxoffice.accounts.passwords import password_problem
+from boxoffice.accounts.permissions import Role
+from boxoffice.config import Settings
+from boxoffice.core.clock import utcnow
+from boxoffice.core.db import after_commit
+from boxoffice.core.errors import Conflict, NotFound
+from boxoffice.core.mail import Mailer
+from boxoffice.core.security import (
+    DUMMY_PASSWORD_HASH,
+    create_access_token,
+    hash_password,
+    hash_token,
+    new_token,
+    verify_password,
+)
+
+VERIFY_EMAIL = "verify_email"
+RESET_PASSWORD = "reset_password"
+TOTP_ISSUER = "boxoffice"
+TOTP_PERIOD = 30
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """What token issuing and mail need from the app, passed in by the router."""
+
+    settings: Settings
+    signing_key: str
+    mailer: Mailer
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def check_password(password: str, email: str | None) -> None:
+    problem = password_problem(password, email)
+    if problem:
+        raise WeakPassword(problem)
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    full_name: str,
+    role: str = Role.CUSTOMER,
+    phone: str | None = None,
+    verified: bool = False,
+) -> User:
+    if role not in Role.__members__.values():
+        raise UnknownRole(f"Unknown role {role!r}; use one of {', '.join(Role)}.")
+    email = normalize_email(email)
+    check_password(password, email)
+    if await session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise EmailTaken("An account with this email already exists.")
+    user = User(
+        email=email,
+        password_hash=hash_password(password),
+        full_name=full_name.strip(),
+        phone=phone,
+        role=role,
+        email_verified_at=utcnow() if verified else None,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent registration of the same address won
+        raise EmailTaken("An account with this email already exists.") from exc
+    return user
+
+
+async def register(
+    session: AsyncSession,
+    ctx: AuthContext,
+    *,
+    email: str,
+    password: str,
+    full_name: str,
+    phone: str | None,
+    user_agent: str | None = None,
+) -> tuple[User, TokenPair]:
+    user = await create_user(
+        session, email=email, password=password, full_name=full_name, phone=phone
+    )
+    await send_verification_email(session, ctx, user)
+    return user, await issue_tokens(session, ctx, user, user_agent=user_agent)
+
+
+async def issue_tokens(
+    session: AsyncSession,
+    ctx: AuthContext,
+    user: User,
+    *,
+    family_id: uuid.UUID | None = None,
+    user_agent: str | None = None,
+) -> TokenPair:
+    refresh = new_token()
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id or uuid.uuid4(),
+            token_hash=hash_token(refresh),
+            expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.refresh_token_ttl),
+            user_agent=(user_agent or "")[:300] or None,
+        )
+    )
+    await session.flush()
+    ttl = ctx.settings.access_token_ttl
+    return TokenPair(
+        access_token=create_access_token(ctx.signing_key, user.id, user.role, ttl),
+        refresh_token=refresh,
+        expires_in=ttl,
+    )
+
+
+async def login(
+    session: AsyncSession,
+    ctx: AuthContext,
+    *,
+    email: str,
+    password: str,
+    otp: str | None,
+    user_agent: str | None = None,
+) -> tuple[User, TokenPair]:
+    user = await session.scalar(select(User).where(User.email == normalize_email(email)))
+    if user is None:
+        verify_password(password, DUMMY_PASSWORD_HASH)  # same time as a wrong password
+        raise InvalidCredentials("Invalid email or password.")
+    matches, rehashed = verify_password(password, user.password_hash)
+    if not matches or not user.is_active:
+        raise InvalidCredentials("Invalid email or password.")
+    if rehashed:
+        user.password_hash = rehashed
+    if user.mfa_enabled:
+        if not otp:
+            raise OtpRequired("This account uses two-factor sign-in: send `otp`.")
+        await consume_totp(session, user, otp)
+    return user, await issue_tokens(session, ctx, user, user_agent=user_agent)
+
+
+async def refresh_tokens(
+    session: AsyncSession, ctx: AuthContext, refresh_token: str, user_agent: str | None = None
+) -> TokenPair:
+    """Rotate: spend the presented token and hand out a new one of the same family.
+
+    The spend is one conditional UPDATE, so two concurrent refreshes with one token cannot
+    both succeed; the loser is treated as a reuse and revokes the family.
+    """
+    now = utcnow()
+    token_hash = hash_token(refresh_token)
+    spent = await session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    row = await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
+    if row is None:
+        raise InvalidRefreshToken("Unknown refresh token.")
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        if row.used_at is not None or row.revoked_at is not None:
+            await revoke_family(session, row.family_id)
+            raise RefreshTokenReused(
+                "This refresh token was already used; every session it belongs to is now "
+                "signed out."
+            )
+        raise InvalidRefreshToken("The refresh token has expired.")
+    user = await session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise InvalidRefreshToken("The account is not active.")
+    return await issue_tokens(session, ctx, user, family_id=row.family_id, user_agent=user_agent)
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def revoke_all_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def logout(session: AsyncSession, refresh_token: str) -> None:
+    """End the session the token belongs to (its whole family). Unknown tokens are ignored."""
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
+    )
+    if row is not None:
+        await revoke_family(session, row.family_id)
+
+
+# --- single-use mailed tokens -------------------------------------------------------------
+
+
+async def _new_account_token(
+    session: AsyncSession, user: User, purpose: str, ttl_seconds: int
+) -> str:
+    token = new_token()
+    session.add(
+        AccountToken(
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=hash_token(token),
+            email=user.email,
+            expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds),
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def _consume_account_token(session: AsyncSession, token: str, purpose: str) -> AccountToken:
+    """Spend a mailed token exactly once (conditional UPDATE), or refuse it."""
+    now = utcnow()
+    token_hash = hash_token(token)
+    result = await session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.token_hash == token_hash,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise InvalidAccountToken("The token is invalid, expired or already used.")
+    row = await session.scalar(select(AccountToken).where(AccountToken.token_hash == token_hash))
+    assert row is not None
+    return row
+
+
+async def _peek_account_token(session: AsyncSession, token: str, purpose: str) -> AccountToken:
+    row = await session.scalar(
+        select(AccountToken).where(
+            AccountToken.token_hash == hash_token(token),
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.expires_at > utcnow(),
+        )
+    )
+    if row is None:
+        raise InvalidAccountToken("The token is invalid, expired or already used.")
+    return row
+
+
+def _send_after_commit(
+    session: AsyncSession, ctx: AuthContext, to: str, subject: str, body: str
+) -> None:
+    message = ctx.mailer.compose(to, subject, body)
+
+    async def send() -> None:
+        await ctx.mailer.send(message)
+
+    after_commit(session, send)
+
+
+async def send_verification_email(session: AsyncSession, ctx: AuthContext, user: User) -> None:
+    if user.email_verified_at is not None:
+        return
+    token = await _new_account_token(session, user, VERIFY_EMAIL, ctx.settings.email_token_ttl)
+    link = f"{ctx.settings.public_base_url}/verify-email?token={token}"
+    _send_after_commit(
+        session,
+        ctx,
+        user.email,
+        "Confirm your email address",
+        f"Hello {user.full_name},\n\nplease confirm your email address by opening\n{link}\n\n"
+        f"or by entering this code in the app:\n{token}\n\n"
+        f"The link is valid for {ctx.settings.email_token_ttl // 3600} hours.\n",
+    )
+
+
+async def verify_email(session: AsyncSession, token: str) -> None:
+    row = await _consume_account_token(session, token, VERIFY_EMAIL)
+    user = await get_user(session, row.user_id)
+    if user.email != row.email:
+        raise InvalidAccountToken("The token was sent to an address this account no longer uses.")
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+
+
+async def request_password_reset(session: AsyncSession, ctx: AuthContext, email: str) -> None:
+    """Mail a reset link if the account exists; the caller answers 202 either way."""
+    user = await session.scalar(select(User).where(User.email == normalize_email(email)))
+    if user is None or not user.is_active:
+        return
+    token = await _new_account_token(session, user, RESET_PASSWORD, ctx.settings.password_reset_ttl)
+    link = f"{ctx.settings.public_base_url}/reset-password?token={token}"
+    _send_after_commit(
+        session,
+        ctx,
+        user.email,
+        "Reset your password",
+        f"Hello {user.full_name},\n\nsomeone asked to reset the password of your account.\n"
+        f"To choose a new one, open\n{link}\n\nor enter this code in the app:\n{token}\n\n"
+        f"The link is valid for {ctx.settings.password_reset_ttl // 60} minutes. If you did not "
+        "ask for it, ignore this mail: your password stays as it is.\n",
+    )
+
+
+async def reset_password(session: AsyncSession, token: str, new_password: str) -> None:
+    pending = await _peek_account_token(session, token, RESET_PASSWORD)
+    user = await get_user(session, pending.user_id)
+    check_password(new_password, user.email)  # a refused password does not spend the token
+    row = await _consume_account_token(session, token, RESET_PASSWORD)
+    _set_password(user, new_password)
+    if user.email_verified_at is None and row.email == user.email:
+        user.email_verified_at = utcnow()  # the mailbox owner proved it
+    await revoke_all_sessions(session, user.id)
+
+
+async def change_password(
+    session: AsyncSession, user: User, current_password: str, new_password: str
+) -> None:
+    matches, _ = verify_password(current_password, user.password_hash)
+    if not matches:
+        raise InvalidCredentials("The current password is wrong.")
+    check_password(new_password, user.email)
+    _set_password(user, new_password)
+    await revoke_all_sessions(session, user.id)
+
+
+def _set_password(user: User, password: str) -> None:
+    user.password_hash = hash_password(password)
+    user.password_changed_at = utcnow()
+
+
+# --- TOTP multi-factor ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MfaSetup:
+    secret: str
+    otpauth_uri: str
+
+
+async def mfa_setup(user: User) -> MfaSetup:
+    if user.mfa_enabled:
+        raise Conflict("Two-factor sign-in is already on; disable it first.", code="mfa_enabled")
+    user.mfa_secret = pyotp.random_base32()
+    user.mfa_last_step = None
+    uri = pyotp.TOTP(user.mfa_secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
+    return MfaSetup(secret=user.mfa_secret, otpauth_uri=uri)
+
+
+async def mfa_enable(session: AsyncSession, user: User, otp: str) -> None:
+    if user.mfa_enabled:
+        raise Conflict("Two-factor sign-in is already on.", code="mfa_enabled")
+    if not user.mfa_secret:
+        raise Conflict("Call /api/auth/mfa/setup first.", code="mfa_not_set_up")
+    await consume_totp(session, user, otp)
+    user.mfa_enabled = True
+
+
+async def mfa_disable(session: AsyncSession, user: User, otp: str) -> None:
+    if not user.mfa_enabled:
+        raise Conflict("Two-factor sign-in is not on.", code="mfa_not_enabled")
+    await consume_totp(session, user, otp)
+    user.mfa_enabled = False
+    user.mfa_secret = None
+
+
+async def consume_totp(session: AsyncSession, user: User, otp: str) -> None:
+    """Accept a code of the previous, current or next 30 s step, each step at most once.
+
+    The step is recorded with a conditional UPDATE, so the same code cannot be used twice even
+    by two concurrent requests.
+    """
+    if not user.mfa_secret or not otp.isdigit():
+        raise InvalidOtp("The one-time code is wrong.")
+    totp = pyotp.TOTP(user.mfa_secret)
+    now_step = int(utcnow().timestamp()) // TOTP_PERIOD
+    for step in (now_step, now_step - 1, now_step + 1):
+        if not totp.verify(otp, for_time=step * TOTP_PERIOD, valid_window=0):
+            continue
+        result = await session.execute(
+            update(User)
+            .where(
+                User.id == user.id,
+                (User.mfa_last_step.is_(None)) | (User.mfa_last_step < step),
+            )
+            .values(mfa_last_step=step)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            user.mfa_last_step = step
+            return
+        raise InvalidOtp("This one-time code was already used; wait for the next one.")
+    raise InvalidOtp("The one-time code is wrong.")
+
+
+# --- profile and administration -------------------------------------------------------------
+
+
+async def update_profile(user: User, *, full_name: str | None, phone: str | None) -> User:
+    if full_name is not None:
+        user.full_name = full_name
+    if phone is not None:
+        user.phone = phone or None
+    return user
+
+
+async def list_users(
+    session: AsyncSession, *, search: str | None, role: str | None, offset: int, limit: int
+) -> tuple[list[User], int]:
+    query = select(User)
+    if search:
+        query = query.where(func.lower(User.email).contains(search.lower(), autoescape=True))
+    if role:
+        query = query.where(User.role == role)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(query.order_by(User.created_at.desc()).offset(offset).limit(limit))
+    return list(rows), total
+
+
+async def set_role(session: AsyncSession, actor: User, user_id: uuid.UUID, role: str) -> User:
+    if role not in Role.__members__.values():
+        raise UnknownRole(f"Unknown role {role!r}; use one of {', '.join(Role)}.")
+    user = await get_user(session, user_id)
+    if user.role == Role.ADMIN and role != Role.ADMIN:
+        # Lock the admins so two concurrent demotions cannot leave none.
+        admins = (
+            await session.scalars(select(User.id).where(User.role == Role.ADMIN).with_for_update())
+        ).all()
+        if len(admins) <= 1:
+            raise Conflict("This is the last admin; appoint another one first.", code="last_admin")
+    # Permissions are checked against the stored role on every request: effective at once.
+    user.role = role
+    return user

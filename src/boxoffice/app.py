@@ -1,0 +1,78 @@
+"""Application factory: settings, database, middleware, error handlers and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from boxoffice import __version__
+from boxoffice.accounts.router import admin_router as accounts_admin_router
+from boxoffice.accounts.router import router as accounts_router
+from boxoffice.catalog.router import admin_router as catalog_admin_router
+from boxoffice.catalog.router import router as catalog_router
+from boxoffice.config import Settings, get_settings
+from boxoffice.core.db import Database
+from boxoffice.core.errors import install_error_handlers
+from boxoffice.core.logging import configure_logging
+from boxoffice.core.mail import Mailer
+from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
+from boxoffice.ops.router import router as ops_router
+from boxoffice.scheduling.router import admin_router as scheduling_admin_router
+from boxoffice.scheduling.router import router as scheduling_router
+from boxoffice.venues.router import admin_router as venues_admin_router
+from boxoffice.venues.router import router as venues_router
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    signing_key = settings.signing_key()  # refuses to start in production without a secret
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("startup", env=settings.env, database=app.state.db.backend)
+        yield
+        if app.state.redis is not None:
+            await app.state.redis.aclose()
+        await app.state.db.dispose()
+
+    app = FastAPI(
+        title="boxoffice",
+        version=__version__,
+        summary="Cinema booking backend: films, schedules, seats, orders, payments and tickets.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.signing_key = signing_key
+    app.state.db = Database.from_settings(settings)
+    app.state.mailer = Mailer(settings)
+    app.state.redis = (
+        Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis_url, timeout=5))
+        if settings.redis_url
+        else None
+    )
+    app.state.metrics = HttpMetrics(CollectorRegistry())
+
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+
+    app.include_router(ops_router)
+    for router in (
+        accounts_router,
+        venues_router,
+        catalog_router,
+        scheduling_router,
+        accounts_admin_router,
+        venues_admin_router,
+        catalog_admin_router,
+        scheduling_admin_router,
+    ):
+        app.include_router(router, prefix="/api")
+    return app

@@ -1,0 +1,137 @@
+"""The `boxoffice` command: serve, db upgrade/downgrade, demo data, users."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+from alembic import command
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.config import ConfigurationError, get_settings
+from boxoffice.core.db import Database
+from boxoffice.core.errors import BoxofficeError
+from boxoffice.core.logging import configure_logging
+from boxoffice.migrations import alembic_config
+
+app = typer.Typer(help="boxoffice: cinema booking backend.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+
+T = TypeVar("T")
+
+
+def _with_session(work: Callable[..., Awaitable[T]]) -> T:
+    """Run `work(session)` in one committed transaction against the configured database."""
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def runner() -> T:
+        database = Database.from_settings(settings)
+        try:
+            async with database.session() as session:
+                return await work(session)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(runner())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Reload on code changes (development).")] = False,
+) -> None:
+    """Serve the HTTP API."""
+    settings = get_settings()
+    try:
+        settings.signing_key()
+    except ConfigurationError as exc:
+        typer.echo(f"refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(
+        "boxoffice.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=None if reload else workers,
+        reload=reload,
+        access_log=False,  # the app logs every request with its request id
+        proxy_headers=True,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations (default: up to the newest)."""
+    command.upgrade(alembic_config(get_settings().database_url), revision)
+    typer.echo(f"database upgraded to {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
+    """Revert migrations down to REVISION (`base` empties the schema)."""
+    command.downgrade(alembic_config(get_settings().database_url), revision)
+    typer.echo(f"database downgraded to {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's migration revision."""
+    command.current(alembic_config(get_settings().database_url), verbose=False)
+
+
+@app.command()
+def demo() -> None:
+    """Load demo data (idempotent): cities, theaters, halls, movies, a week of showtimes."""
+    from boxoffice.demo import DEMO_ACCOUNTS, load_demo
+
+    summary = _with_session(load_demo)
+    typer.echo(summary)
+    typer.echo("Demo logins:")
+    for account in DEMO_ACCOUNTS:
+        typer.echo(f"  {account.role:<9} {account.email:<28} {account.password}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="Login email.")],
+    password: Annotated[str, typer.Option(help="Password (policy applies).")],
+    role: Annotated[str, typer.Option(help="customer, cashier, operator or admin.")] = "customer",
+    full_name: Annotated[str, typer.Option("--name", help="Full name.")] = "",
+) -> None:
+    """Create a user (verified email) with the given role."""
+    from boxoffice.accounts.service import create_user
+
+    async def work(session: AsyncSession) -> str:
+        user = await create_user(
+            session,
+            email=email,
+            password=password,
+            full_name=full_name or email.split("@")[0],
+            role=role,
+            verified=True,
+        )
+        return f"created {user.role} {user.email} ({user.id})"
+
+    try:
+        typer.echo(_with_session(work))
+    except BoxofficeError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Settings from `BOXOFFICE_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "changethis", "dev", "test"}
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run the server (e.g. production without a secret key)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOXOFFICE_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    log_level: str = "INFO"
+    log_json: bool | None = None  # default: JSON in production, readable otherwise
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    # Accounts
+    access_token_ttl: int = Field(default=900, gt=0)  # seconds
+    refresh_token_ttl: int = Field(default=30 * 24 * 3600, gt=0)
+    email_token_ttl: int = Field(default=24 * 3600, gt=0)
+    password_reset_ttl: int = Field(default=3600, gt=0)
+    require_verified_email: bool = False
+
+    # Mail: with no SMTP host, messages are written to var/outbox as .eml files
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_use_tls: bool = False
+    mail_from: str = "boxoffice <no-reply@boxoffice.local>"
+
+    # Booking
+    payment_provider: Literal["local", "stripe", "paypal"] = "local"
+    hold_ttl: int = Field(default=600, gt=0)
+    booking_ttl: int = Field(default=900, gt=0)
+    max_seats_per_hold: int = Field(default=10, ge=1, le=100)
+    sales_close_minutes: int = Field(default=0, ge=0)
+    doors_open_minutes: int = Field(default=45, ge=0)
+    rate_limit_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.var_dir / 'boxoffice.db').as_posix()}"
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json if self.log_json is not None else self.is_production
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    def signing_key(self) -> str:
+        """The secret used for JWTs and other signatures.
+
+        Production refuses to run without a real one; development generates one once and keeps
+        it under var/ so tokens survive restarts.
+        """
+        if self.secret_key is not None:
+            value = self.secret_key.get_secret_value()
+            if self.is_production and (
+                value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH
+            ):
+                raise ConfigurationError(
+                    f"BOXOFFICE_SECRET_KEY must be a random string of at least "
+                    f"{MIN_SECRET_LENGTH} characters in production"
+                )
+            return value
+        if self.is_production:
+            raise ConfigurationError(
+                "BOXOFFICE_SECRET_KEY is required when BOXOFFICE_ENV=production"
+            )
+        return _development_secret(self.var_dir / "secret_key")
+
+
+def _development_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    # Write a private temp file, then link it into place: link fails if another process won
+    # the race, and a reader never sees a half-written key.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        tmp.unlink()
+    return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

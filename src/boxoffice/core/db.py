@@ -1,0 +1,258 @@
+"""Engine, sessions and column types shared by every feature.
+
+One `AsyncSession` per request: services only `flush()`; the session commits once when the
+handler succeeded (before the answer is sent) and rolls back on any error. Work that must
+happen only if the data is really stored (mail, jobs) is registered with `after_commit`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import structlog
+from fastapi import Depends, Request
+from sqlalchemy import JSON, DateTime, Integer, MetaData, Numeric, event, text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+from boxoffice.config import Settings
+from boxoffice.core.clock import utcnow
+from boxoffice.core.errors import BoxofficeError
+
+log = structlog.get_logger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mysql+aiomysql",
+}
+
+
+def normalize_url(raw: str) -> URL:
+    """Accept plain `sqlite:///`, `postgresql://`, `mysql://` URLs and pick the async driver."""
+    url = make_url(raw)
+    backend, _, driver = url.drivername.partition("+")
+    if backend not in ASYNC_DRIVERS:
+        raise ValueError(f"unsupported database URL scheme: {url.drivername}")
+    if not driver or driver in {"pysqlite", "psycopg2", "pymysql", "mysqldb"}:
+        url = url.set(drivername=ASYNC_DRIVERS[backend])
+    if url.get_backend_name() == "mysql" and "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware datetimes stored in UTC on every backend.
+
+    SQLite and MySQL keep naive values: they are written as UTC and read back as aware UTC.
+    MySQL gets microsecond precision (its DATETIME default drops fractions).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(dt.UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact money amounts: NUMERIC(12,2), or integer minor units on SQLite (no decimals there)."""
+
+    impl = Numeric(12, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Integer())
+        return dialect.type_descriptor(Numeric(12, 2, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        amount = Decimal(value).quantize(Decimal("0.01"))
+        return int(amount * 100) if dialect.name == "sqlite" else amount
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return (Decimal(int(value)) / 100).quantize(Decimal("0.01"))
+        return Decimal(value).quantize(Decimal("0.01"))
+
+
+class IdMixin:
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4, sort_order=-1)
+
+
+class TimestampMixin:
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the session's transaction has committed; dropped on rollback."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's begin event issue BEGIN itself (the driver's deferred BEGIN loses
+    # concurrent read-modify-writes), then set the pragmas every connection needs.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA busy_timeout=10000",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the write lock up front (BEGIN IMMEDIATE) so they queue on busy_timeout
+    # instead of failing when a read transaction tries to upgrade; readers stay deferred.
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    url = normalize_url(str(url) if isinstance(url, URL) else url)
+    backend = url.get_backend_name()
+    kwargs: dict[str, Any] = {"echo": echo}
+    if backend == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        if backend == "mysql":
+            kwargs["pool_recycle"] = 3600
+    engine = create_async_engine(url, **kwargs)
+    if backend == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return engine
+
+
+class Database:
+    """The engine and its two session factories (writer and reader) for one app."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.backend = engine.dialect.name
+        read_engine = (
+            engine.execution_options(sqlite_begin="DEFERRED")
+            if self.backend == "sqlite"
+            else engine
+        )
+        self._writer = async_sessionmaker(engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(create_engine(settings.database_url, pool_size=settings.database_pool_size))
+
+    @asynccontextmanager
+    async def session(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commit on success, roll back on error, then run after-commit hooks.
+
+        A `BoxofficeError` with `commit=True` (e.g. a detected refresh-token reuse that revoked
+        a token family) keeps its writes although the request answers with an error.
+        """
+        session = (self._writer if write else self._reader)()
+        try:
+            yield session
+            await session.commit()
+        except BaseException as exc:
+            if isinstance(exc, BoxofficeError) and exc.commit:
+                await session.commit()
+                await _run_after_commit(session)
+            else:
+                await session.rollback()
+            raise
+        finally:
+            await session.close()
+        await _run_after_commit(session)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def _run_after_commit(session: AsyncSession) -> None:
+    for callback in session.info.pop("after_commit", []):
+        try:
+            await callback()
+        except Exception:  # the data is stored; a failed side effect must not fail the request
+            log.exception("after_commit_failed", callback=getattr(callback, "__name__", "?"))
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    write = request.method not in {"GET", "HEAD", "OPTIONS"}
+    async with get_database(request).session(write=write) as session:
+        yield session
+
+
+# scope="function": the session commits when the handler returns, before the answer is sent.
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

@@ -1,0 +1,233 @@
+"""Domain errors and their RFC 9457 problem+json answers.
+
+Every error a client can see is a problem document with a stable machine-readable `code`.
+Features define their own subclasses in `<feature>/exceptions.py`.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+log = structlog.get_logger(__name__)
+
+
+class BoxofficeError(Exception):
+    """Base of all domain errors: carries the HTTP status, a stable code and extra fields."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str | None = None
+    # Keep the transaction's writes although the request fails (e.g. revoking a token family).
+    commit: bool = False
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.detail = detail or self.title or HTTPStatus(self.status).phrase
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class BadRequest(BoxofficeError):
+    status = 400
+    code = "bad_request"
+
+
+class NotAuthenticated(BoxofficeError):
+    status = 401
+    code = "not_authenticated"
+    title = "Authentication required"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(BoxofficeError):
+    status = 403
+    code = "forbidden"
+    title = "Not allowed"
+
+
+class NotFound(BoxofficeError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(BoxofficeError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class Gone(BoxofficeError):
+    status = 410
+    code = "gone"
+
+
+class Unprocessable(BoxofficeError):
+    status = 422
+    code = "validation_error"
+    title = "Invalid input"
+
+
+class ServiceUnavailable(BoxofficeError):
+    status = 503
+    code = "service_unavailable"
+
+
+def problem_response(
+    request: Request | None,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:boxoffice:problem:{code}",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+        request_id = getattr(request.state, "request_id", None)
+        if request_id:
+            body["requestId"] = request_id
+    body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BoxofficeError)
+    return problem_response(
+        request,
+        exc.status,
+        exc.code,
+        exc.detail,
+        title=exc.title,
+        headers=exc.headers,
+        **exc.extra,
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return problem_response(
+            request, 400, "malformed_json", "The request body is not valid JSON."
+        )
+    items = [
+        {
+            "field": _location(tuple(err.get("loc", ()))),
+            "message": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
+        for err in errors
+    ]
+    first = items[0] if items else {"field": "body", "message": "invalid"}
+    return problem_response(
+        request,
+        422,
+        "validation_error",
+        f"{first['field']}: {first['message']}",
+        title="Invalid input",
+        errors=items,
+    )
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No resource at {request.url.path}"
+    return problem_response(
+        request,
+        exc.status_code,
+        _HTTP_CODES.get(exc.status_code, "http_error"),
+        detail,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    # A unique or foreign-key race the service did not foresee: a conflict, never a 500.
+    log.warning("integrity_conflict", error=str(getattr(exc, "orig", exc))[:300])
+    return problem_response(
+        request, 409, "conflict", "The change conflicts with the current state; try again."
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated or _looks_unavailable(exc):
+        log.error("database_unavailable", error=str(exc.orig)[:300])
+        return problem_response(
+            request,
+            503,
+            "service_unavailable",
+            "The database is not reachable; try again shortly.",
+            headers={"Retry-After": "2"},
+        )
+    log.exception("database_error")
+    return problem_response(request, 500, "internal_error", "An unexpected error occurred.")
+
+
+def _looks_unavailable(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        marker in text
+        for marker in ("connection", "closed", "terminat", "shutdown", "database is locked")
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(BoxofficeError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DBAPIError, _database_error)

@@ -198,6 +198,10 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         "secret_key": TEST_SECRET,
         "database_pool_size": 5,
         "log_level": "WARNING",
+        # Cheap argon2 so the suite does not spend minutes hashing test passwords.
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "argon2_parallelism": 1,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

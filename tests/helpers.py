@@ -15,6 +15,8 @@ DEFAULT_PASSWORD = "Correct-Horse-Battery-9"
 
 @dataclass(frozen=True)
 class TestUser:
+    __test__ = False  # not a test class, whatever its name says to pytest
+
     id: uuid.UUID
     email: str
     password: str

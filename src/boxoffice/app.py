@@ -21,6 +21,7 @@ from boxoffice.core.errors import install_error_handlers
 from boxoffice.core.logging import configure_logging
 from boxoffice.core.mail import Mailer
 from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
+from boxoffice.core.security import configure_password_hashing
 from boxoffice.ops.router import router as ops_router
 from boxoffice.scheduling.router import admin_router as scheduling_admin_router
 from boxoffice.scheduling.router import router as scheduling_router
@@ -34,6 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
     signing_key = settings.signing_key()  # refuses to start in production without a secret
+    configure_password_hashing(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database.from_settings(settings)
     app.state.mailer = Mailer(settings)
     app.state.redis = (
-        Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis_url, timeout=5))
+        # A blocking pool waits for a free connection instead of failing under load.
+        Redis.from_pool(BlockingConnectionPool.from_url(settings.redis_url, timeout=5))
         if settings.redis_url
         else None
     )
@@ -74,5 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_admin_router,
         scheduling_admin_router,
     ):
-        app.include_router(router, prefix="/api")
+        app.include_router(router)
     return app

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     email_token_ttl: int = Field(default=24 * 3600, gt=0)
     password_reset_ttl: int = Field(default=3600, gt=0)
     require_verified_email: bool = False
+    # argon2id cost (OWASP minimum: 19 MiB, 2 passes); production refuses less than that.
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=65536, ge=1024, le=4 * 1024 * 1024)
+    argon2_parallelism: int = Field(default=2, ge=1, le=16)
 
     # Mail: with no SMTP host, messages are written to var/outbox as .eml files
     smtp_host: str | None = None
@@ -63,6 +67,14 @@ class Settings(BaseSettings):
     def _defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.var_dir / 'boxoffice.db').as_posix()}"
+        return self
+
+    @model_validator(mode="after")
+    def _strong_hashing_in_production(self) -> Settings:
+        if self.env == "production" and (
+            self.argon2_memory_kib < 19 * 1024 or self.argon2_time_cost < 2
+        ):
+            raise ValueError("argon2 cost below the OWASP minimum (19 MiB, 2 passes)")
         return self
 
     @property

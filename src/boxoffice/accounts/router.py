@@ -1,6 +1,192 @@
-"""HTTP routes (placeholder until the feature lands)."""
+"""`/api/auth/*`, `/api/me` and `/api/admin/users`."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
-admin_router = APIRouter(prefix="/admin")
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from boxoffice.accounts import service
+from boxoffice.accounts.deps import CurrentUser, require
+from boxoffice.accounts.models import User
+from boxoffice.accounts.permissions import Permission
+from boxoffice.accounts.schemas import (
+    AuthOut,
+    ChangePasswordIn,
+    ForgotPasswordIn,
+    LoginIn,
+    MfaSetupOut,
+    OtpIn,
+    ProfilePatch,
+    RefreshIn,
+    RegisterIn,
+    ResetPasswordIn,
+    RolePatch,
+    TokenIn,
+    TokensOut,
+    UserOut,
+    UserPage,
+)
+from boxoffice.core.db import SessionDep
+from boxoffice.core.routing import RetryingRoute
+from boxoffice.core.schema import PageParams, reject_empty_patch
+
+router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["accounts"])
+admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: users"])
+AdminUser = Annotated[User, Depends(require(Permission.USERS_MANAGE))]
+
+
+def _ctx(request: Request) -> service.AuthContext:
+    state = request.app.state
+    return service.AuthContext(state.settings, state.signing_key, state.mailer)
+
+
+def _auth_out(user: User, tokens: service.TokenPair) -> AuthOut:
+    return AuthOut(
+        user=UserOut.of(user),
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+    )
+
+
+def _tokens_out(tokens: service.TokenPair) -> TokensOut:
+    return TokensOut(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+    )
+
+
+@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=AuthOut)
+async def register(body: RegisterIn, request: Request, session: SessionDep) -> AuthOut:
+    user, tokens = await service.register(
+        session,
+        _ctx(request),
+        email=body.email,
+        password=body.password,
+        full_name=body.full_name,
+        phone=body.phone,
+        user_agent=request.headers.get("user-agent"),
+    )
+    return _auth_out(user, tokens)
+
+
+@router.post("/auth/login", response_model=AuthOut)
+async def login(body: LoginIn, request: Request, session: SessionDep) -> AuthOut:
+    user, tokens = await service.login(
+        session,
+        _ctx(request),
+        email=body.email,
+        password=body.password,
+        otp=body.otp,
+        user_agent=request.headers.get("user-agent"),
+    )
+    return _auth_out(user, tokens)
+
+
+@router.post("/auth/refresh", response_model=TokensOut)
+async def refresh(body: RefreshIn, request: Request, session: SessionDep) -> TokensOut:
+    tokens = await service.refresh_tokens(
+        session, _ctx(request), body.refresh_token, request.headers.get("user-agent")
+    )
+    return _tokens_out(tokens)
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshIn, session: SessionDep) -> Response:
+    await service.logout(session, body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/auth/password/forgot", status_code=status.HTTP_202_ACCEPTED)
+async def forgot_password(
+    body: ForgotPasswordIn, request: Request, session: SessionDep
+) -> dict[str, str]:
+    await service.request_password_reset(session, _ctx(request), body.email)
+    return {"status": "accepted"}
+
+
+@router.post("/auth/password/reset", status_code=status.HTTP_204_NO_CONTENT)
+async def reset_password(body: ResetPasswordIn, session: SessionDep) -> Response:
+    await service.reset_password(session, body.token, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/auth/verify-email", status_code=status.HTTP_204_NO_CONTENT)
+async def verify_email(body: TokenIn, session: SessionDep) -> Response:
+    await service.verify_email(session, body.token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED)
+async def resend_verification(
+    user: CurrentUser, request: Request, session: SessionDep
+) -> dict[str, str]:
+    await service.send_verification_email(session, _ctx(request), user)
+    return {"status": "accepted"}
+
+
+@router.post("/auth/mfa/setup", response_model=MfaSetupOut)
+async def mfa_setup(user: CurrentUser) -> MfaSetupOut:
+    setup = await service.mfa_setup(user)
+    return MfaSetupOut(secret=setup.secret, otpauth_uri=setup.otpauth_uri)
+
+
+@router.post("/auth/mfa/enable", response_model=UserOut)
+async def mfa_enable(body: OtpIn, user: CurrentUser, session: SessionDep) -> UserOut:
+    await service.mfa_enable(session, user, body.otp)
+    return UserOut.of(user)
+
+
+@router.post("/auth/mfa/disable", response_model=UserOut)
+async def mfa_disable(body: OtpIn, user: CurrentUser, session: SessionDep) -> UserOut:
+    await service.mfa_disable(session, user, body.otp)
+    return UserOut.of(user)
+
+
+@router.get("/me", response_model=UserOut)
+async def me(user: CurrentUser) -> UserOut:
+    return UserOut.of(user)
+
+
+@router.patch("/me", response_model=UserOut)
+async def update_me(body: ProfilePatch, user: CurrentUser) -> UserOut:
+    reject_empty_patch(body.model_dump(exclude_unset=True))
+    await service.update_profile(user, full_name=body.full_name, phone=body.phone)
+    return UserOut.of(user)
+
+
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(
+    body: ChangePasswordIn, user: CurrentUser, session: SessionDep
+) -> Response:
+    await service.change_password(session, user, body.current_password, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@admin_router.get("/users", response_model=UserPage)
+async def list_users(
+    _: AdminUser,
+    session: SessionDep,
+    page: Annotated[PageParams, Depends()],
+    search: Annotated[str | None, Query(max_length=100)] = None,
+    role: Annotated[str | None, Query(max_length=20)] = None,
+) -> UserPage:
+    users, total = await service.list_users(
+        session, search=search, role=role, offset=page.offset, limit=page.limit
+    )
+    return UserPage(users=[UserOut.of(u) for u in users], pagination=page.pagination(total))
+
+
+@admin_router.get("/users/{user_id}", response_model=UserOut)
+async def get_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep) -> UserOut:
+    return UserOut.of(await service.get_user(session, user_id))
+
+
+@admin_router.patch("/users/{user_id}", response_model=UserOut)
+async def set_role(
+    user_id: uuid.UUID, body: RolePatch, admin: AdminUser, session: SessionDep
+) -> UserOut:
+    return UserOut.of(await service.set_role(session, admin, user_id, body.role))

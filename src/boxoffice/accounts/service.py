@@ -31,11 +31,11 @@ from boxoffice.core.db import after_commit
 from boxoffice.core.errors import Conflict, NotFound
 from boxoffice.core.mail import Mailer
 from boxoffice.core.security import (
-    DUMMY_PASSWORD_HASH,
     create_access_token,
     hash_password,
     hash_token,
     new_token,
+    verify_dummy_password,
     verify_password,
 )
 
@@ -96,7 +96,7 @@ async def create_user(
         raise EmailTaken("An account with this email already exists.")
     user = User(
         email=email,
-        password_hash=hash_password(password),
+        password_hash=await hash_password(password),
         full_name=full_name.strip(),
         phone=phone,
         role=role,
@@ -165,9 +165,9 @@ async def login(
 ) -> tuple[User, TokenPair]:
     user = await session.scalar(select(User).where(User.email == normalize_email(email)))
     if user is None:
-        verify_password(password, DUMMY_PASSWORD_HASH)  # same time as a wrong password
+        await verify_dummy_password(password)  # same time as a wrong password
         raise InvalidCredentials("Invalid email or password.")
-    matches, rehashed = verify_password(password, user.password_hash)
+    matches, rehashed = await verify_password(password, user.password_hash)
     if not matches or not user.is_active:
         raise InvalidCredentials("Invalid email or password.")
     if rehashed:
@@ -185,14 +185,20 @@ async def refresh_tokens(
     """Rotate: spend the presented token and hand out a new one of the same family.
 
     The spend is one conditional UPDATE, so two concurrent refreshes with one token cannot
-    both succeed; the loser is treated as a reuse and revokes the family.
+    both succeed; the loser is treated as a reuse and revokes the family. The UPDATE goes by
+    primary key: through the unique token index MariaDB takes a next-key lock that deadlocks
+    with the winner's insert of the new token.
     """
     now = utcnow()
-    token_hash = hash_token(refresh_token)
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
+    )
+    if row is None:
+        raise InvalidRefreshToken("Unknown refresh token.")
     spent = await session.execute(
         update(RefreshToken)
         .where(
-            RefreshToken.token_hash == token_hash,
+            RefreshToken.id == row.id,
             RefreshToken.used_at.is_(None),
             RefreshToken.revoked_at.is_(None),
             RefreshToken.expires_at > now,
@@ -200,10 +206,9 @@ async def refresh_tokens(
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
-    row = await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
-    if row is None:
-        raise InvalidRefreshToken("Unknown refresh token.")
     if spent.rowcount != 1:  # type: ignore[attr-defined]
+        # A locking read sees a concurrent winner's committed spend (a plain one may not).
+        await session.refresh(row, with_for_update=True)
         if row.used_at is not None or row.revoked_at is not None:
             await revoke_family(session, row.family_id)
             raise RefreshTokenReused(
@@ -360,7 +365,7 @@ async def reset_password(session: AsyncSession, token: str, new_password: str) -
     user = await get_user(session, pending.user_id)
     check_password(new_password, user.email)  # a refused password does not spend the token
     row = await _consume_account_token(session, token, RESET_PASSWORD)
-    _set_password(user, new_password)
+    await _set_password(user, new_password)
     if user.email_verified_at is None and row.email == user.email:
         user.email_verified_at = utcnow()  # the mailbox owner proved it
     await revoke_all_sessions(session, user.id)
@@ -369,16 +374,16 @@ async def reset_password(session: AsyncSession, token: str, new_password: str) -
 async def change_password(
     session: AsyncSession, user: User, current_password: str, new_password: str
 ) -> None:
-    matches, _ = verify_password(current_password, user.password_hash)
+    matches, _ = await verify_password(current_password, user.password_hash)
     if not matches:
         raise InvalidCredentials("The current password is wrong.")
     check_password(new_password, user.email)
-    _set_password(user, new_password)
+    await _set_password(user, new_password)
     await revoke_all_sessions(session, user.id)
 
 
-def _set_password(user: User, password: str) -> None:
-    user.password_hash = hash_password(password)
+async def _set_password(user: User, password: str) -> None:
+    user.password_hash = await hash_password(password)
     user.password_changed_at = utcnow()
 
 

@@ -180,6 +180,9 @@ def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) ->
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         if backend == "mysql":
             kwargs["pool_recycle"] = 3600
+            # As on PostgreSQL: a locking read or conditional UPDATE sees the latest committed
+            # rows, not the snapshot REPEATABLE READ took before the lock wait.
+            kwargs["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(url, **kwargs)
     if backend == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_connect)

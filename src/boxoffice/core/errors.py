@@ -202,8 +202,33 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# PostgreSQL SQLSTATEs and MySQL/MariaDB error numbers that mean "lost a race, try again".
+_PG_RETRYABLE = {"40001", "40P01"}
+_MYSQL_RETRYABLE = {1213, 1205}
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A deadlock or serialisation failure: the transaction was rolled back and may be re-run."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _PG_RETRYABLE:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _MYSQL_RETRYABLE
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
+    if is_retryable(exc):
+        log.warning("transaction_conflict_gave_up", error=str(exc.orig)[:300])
+        return problem_response(
+            request,
+            503,
+            "try_again",
+            "The server is busy with conflicting changes; try again.",
+            headers={"Retry-After": "1"},
+        )
     if exc.connection_invalidated or _looks_unavailable(exc):
         log.error("database_unavailable", error=str(exc.orig)[:300])
         return problem_response(

@@ -48,7 +48,10 @@ Money = Annotated[
 def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError("datetime needs a UTC offset, e.g. 2026-11-21T19:30:00+00:00")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: a 422, not a 500
+        raise ValueError("datetime out of range") from None
 
 
 AwareDatetime = Annotated[dt.datetime, AfterValidator(_aware)]

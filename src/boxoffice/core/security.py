@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -17,21 +18,38 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from boxoffice.core.clock import utcnow
 
 _password_hash = PasswordHash((Argon2Hasher(),))  # argon2id with the library's parameters
+_dummy_hash: str | None = None
 JWT_ALGORITHM = "HS256"
 ACCESS_AUDIENCE = "boxoffice:access"
 
 
-def hash_password(password: str) -> str:
-    return _password_hash.hash(password)
+def configure_password_hashing(*, time_cost: int, memory_kib: int, parallelism: int) -> None:
+    """Set the argon2id cost for new hashes. Existing hashes carry their own parameters and
+    still verify; they are re-hashed with the new cost at the next successful login."""
+    global _password_hash, _dummy_hash
+    _password_hash = PasswordHash(
+        (Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism),)
+    )
+    _dummy_hash = None
 
 
-def verify_password(password: str, password_hash: str) -> tuple[bool, str | None]:
+# argon2 takes a large fraction of a second of CPU by design and releases the GIL: hashing runs
+# in a worker thread so one login does not stall every other request of the process.
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_password_hash.hash, password)
+
+
+async def verify_password(password: str, password_hash: str) -> tuple[bool, str | None]:
     """(matches, new hash when the stored one uses outdated parameters)."""
-    return _password_hash.verify_and_update(password, password_hash)
+    return await asyncio.to_thread(_password_hash.verify_and_update, password, password_hash)
 
 
-# Spent on unknown emails so a login answers in the same time whether the account exists.
-DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(16))
+async def verify_dummy_password(password: str) -> None:
+    """Spend the time of a real check, so a login answers alike whether the account exists."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = await hash_password(secrets.token_urlsafe(16))
+    await verify_password(password, _dummy_hash)
 
 
 def new_token() -> str:

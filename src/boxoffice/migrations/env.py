@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from boxoffice.core.db import create_engine
+from boxoffice.migrations import include_object_for
 from boxoffice.models import Base
 
 config = context.config
@@ -16,21 +17,10 @@ target_metadata = Base.metadata
 
 
 def _configure(connection: Connection) -> None:
-    dialect = connection.dialect.name
-
-    def include_object(
-        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-    ) -> bool:
-        # Indexes declared for one dialect only (`.ddl_if(dialect=...)`) exist only there.
-        ddl_if = getattr(obj, "_ddl_if", None)
-        if type_ == "index" and ddl_if is not None and ddl_if.dialect is not None:
-            return bool(ddl_if.dialect == dialect)
-        return True
-
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        include_object=include_object,
+        include_object=include_object_for(connection.dialect.name),
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=True,

@@ -1,6 +1,166 @@
-"""HTTP routes (placeholder until the feature lands)."""
+"""Showtimes and seat maps (public), showtime administration and seat blocking (staff)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
-admin_router = APIRouter(prefix="/admin")
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from boxoffice.accounts.deps import require
+from boxoffice.accounts.permissions import Permission
+from boxoffice.core.db import SessionDep
+from boxoffice.core.routing import RetryingRoute
+from boxoffice.core.schema import PageParams, reject_empty_patch
+from boxoffice.scheduling import service
+from boxoffice.scheduling.schemas import (
+    BlockSeats,
+    QueryDatetime,
+    SeatMapOut,
+    SeatStateChange,
+    ShowtimeCreate,
+    ShowtimeList,
+    ShowtimeOut,
+    ShowtimePage,
+    ShowtimeStatus,
+    ShowtimeUpdate,
+    UnblockSeats,
+)
+
+router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["showtimes"])
+admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: showtimes"])
+
+ManageSchedule = Depends(require(Permission.SCHEDULE_MANAGE))
+BlockSeatsPermission = Depends(require(Permission.SEATS_BLOCK))
+
+
+@router.get("/movies/{movie_id}/showtimes", response_model=ShowtimeList)
+async def movie_showtimes(
+    session: SessionDep,
+    movie_id: uuid.UUID,
+    date: Annotated[
+        dt.date | None,
+        Query(description="YYYY-MM-DD, a calendar day in each theater's own timezone"),
+    ] = None,
+    theater_id: Annotated[uuid.UUID | None, Query(alias="theaterId")] = None,
+    city_id: Annotated[uuid.UUID | None, Query(alias="cityId")] = None,
+) -> ShowtimeList:
+    """Scheduled showtimes of a movie by start time; without `date`, those not yet started."""
+    infos = await service.list_movie_showtimes(
+        session, movie_id, day=date, theater_id=theater_id, city_id=city_id
+    )
+    return ShowtimeList(showtimes=[ShowtimeOut.of(info) for info in infos])
+
+
+@router.get("/showtimes/{showtime_id}", response_model=ShowtimeOut)
+async def get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeOut:
+    return ShowtimeOut.of(await service.showtime_info(session, showtime_id))
+
+
+@router.get("/showtimes/{showtime_id}/seats", response_model=SeatMapOut)
+async def get_seat_map(session: SessionDep, showtime_id: uuid.UUID) -> SeatMapOut:
+    """The seat map: every sellable seat by row with its state and price."""
+    return SeatMapOut.model_validate(await service.seat_map(session, showtime_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin
+
+
+@admin_router.post(
+    "/showtimes",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ShowtimeOut,
+    dependencies=[ManageSchedule],
+)
+async def create_showtime(session: SessionDep, body: ShowtimeCreate) -> ShowtimeOut:
+    """Schedule a showtime; `endTime` = start + duration + ads + cleaning of the theater."""
+    showtime = await service.create_showtime(session, **body.model_dump(by_alias=False))
+    return ShowtimeOut.of(await service.showtime_info(session, showtime.id))
+
+
+@admin_router.get("/showtimes", response_model=ShowtimePage, dependencies=[ManageSchedule])
+async def list_showtimes(
+    session: SessionDep,
+    page: Annotated[PageParams, Depends()],
+    theater_id: Annotated[uuid.UUID | None, Query(alias="theaterId")] = None,
+    screen_id: Annotated[uuid.UUID | None, Query(alias="screenId")] = None,
+    movie_id: Annotated[uuid.UUID | None, Query(alias="movieId")] = None,
+    status_: Annotated[ShowtimeStatus | None, Query(alias="status")] = None,
+    start_from: Annotated[
+        QueryDatetime | None, Query(alias="from", description="start time at or after")
+    ] = None,
+    start_to: Annotated[
+        QueryDatetime | None, Query(alias="to", description="start time before")
+    ] = None,
+) -> ShowtimePage:
+    infos, total = await service.list_showtimes(
+        session,
+        offset=page.offset,
+        limit=page.limit,
+        theater_id=theater_id,
+        screen_id=screen_id,
+        movie_id=movie_id,
+        status=status_,
+        start_from=start_from,
+        start_to=start_to,
+    )
+    return ShowtimePage(
+        showtimes=[ShowtimeOut.of(info) for info in infos], pagination=page.pagination(total)
+    )
+
+
+@admin_router.get(
+    "/showtimes/{showtime_id}", response_model=ShowtimeOut, dependencies=[ManageSchedule]
+)
+async def admin_get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeOut:
+    return ShowtimeOut.of(await service.showtime_info(session, showtime_id))
+
+
+@admin_router.patch(
+    "/showtimes/{showtime_id}", response_model=ShowtimeOut, dependencies=[ManageSchedule]
+)
+async def update_showtime(
+    session: SessionDep, showtime_id: uuid.UUID, body: ShowtimeUpdate
+) -> ShowtimeOut:
+    """Change price, format, languages, `status` or move `startTime` (same screen only)."""
+    await service.update_showtime(session, showtime_id, reject_empty_patch(body.changes()))
+    return ShowtimeOut.of(await service.showtime_info(session, showtime_id))
+
+
+@admin_router.delete(
+    "/showtimes/{showtime_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[ManageSchedule],
+)
+async def delete_showtime(session: SessionDep, showtime_id: uuid.UUID) -> None:
+    """Delete a showtime that has no held or sold seats."""
+    await service.delete_showtime(session, showtime_id)
+
+
+@admin_router.post(
+    "/showtimes/{showtime_id}/block-seats",
+    response_model=SeatStateChange,
+    dependencies=[BlockSeatsPermission],
+)
+async def block_seats(
+    session: SessionDep, showtime_id: uuid.UUID, body: BlockSeats
+) -> SeatStateChange:
+    """Take seats out of sale (all or nothing); held or sold seats are refused."""
+    result = await service.block_seats(session, showtime_id, body.seat_numbers, body.reason)
+    return SeatStateChange.model_validate(result)
+
+
+@admin_router.post(
+    "/showtimes/{showtime_id}/unblock-seats",
+    response_model=SeatStateChange,
+    dependencies=[BlockSeatsPermission],
+)
+async def unblock_seats(
+    session: SessionDep, showtime_id: uuid.UUID, body: UnblockSeats
+) -> SeatStateChange:
+    """Put blocked seats back on sale (all or nothing)."""
+    result = await service.unblock_seats(session, showtime_id, body.seat_numbers)
+    return SeatStateChange.model_validate(result)

@@ -1,0 +1,42 @@
+"""A route class that re-runs a request whose transaction lost a deadlock or serialisation race.
+
+The database aborted the whole transaction, so nothing was stored and no after-commit work
+ran: running the handler again (with a fresh session) is safe. The request body is cached by
+the framework, so it can be read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from boxoffice.core.errors import is_retryable
+
+log = structlog.get_logger(__name__)
+MAX_ATTEMPTS = 4
+
+
+class RetryingRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def retrying_handler(request: Request) -> Response:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    return await handler(request)
+                except DBAPIError as exc:
+                    if attempt == MAX_ATTEMPTS or not is_retryable(exc):
+                        raise
+                    log.info("transaction_retry", attempt=attempt, path=request.url.path)
+                    await asyncio.sleep(random.uniform(0.005, 0.03) * attempt)
+            raise AssertionError("unreachable")
+
+        return retrying_handler

@@ -118,3 +118,12 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_immediate_writes(
         assert begins == ["BEGIN IMMEDIATE", "BEGIN DEFERRED"]
     finally:
         await engine.dispose()
+
+
+def test_production_refuses_weak_password_hashing(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="OWASP"):
+        Settings(  # type: ignore[call-arg]
+            _env_file=None, env="production", var_dir=tmp_path, argon2_memory_kib=1024
+        )

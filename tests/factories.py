@@ -13,9 +13,12 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from boxoffice.booking.models import Booking, BookingLine, BookingStatus
 from boxoffice.catalog.models import Movie
 from boxoffice.scheduling.models import Showtime, ShowtimeSeat
 from boxoffice.scheduling.service import create_showtime
+from boxoffice.tickets.models import Ticket
+from boxoffice.tickets.service import issue_tickets
 from boxoffice.venues.models import City, Screen, Seat, Theater
 
 INACTIVE = "inactive"  # in `make_screen(classes=...)`: the seat exists but is never sold
@@ -221,3 +224,144 @@ async def set_seat_state(
                 booking_id=booking_id,
             )
         )
+
+
+async def make_confirmed_booking(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    showtime_id: uuid.UUID,
+    labels: list[str],
+) -> tuple[Booking, list[Ticket]]:
+    """A paid booking of these seats, as confirmation leaves it: booking confirmed, lines at
+    the showtime's base price, inventory rows booked, one ticket per seat (issued through the
+    tickets service)."""
+    showtime = await session.get(Showtime, showtime_id)
+    assert showtime is not None
+    seats = {
+        seat.label: seat
+        for seat in await session.scalars(
+            select(Seat).where(Seat.screen_id == showtime.screen_id, Seat.label.in_(labels))
+        )
+    }
+    assert set(seats) == set(labels), f"unknown seats: {set(labels) - set(seats)}"
+    total = showtime.base_price * len(labels)
+    now = dt.datetime.now(dt.UTC)
+    booking = Booking(
+        reference=uuid.uuid4().hex[:10].upper(),
+        user_id=user_id,
+        showtime_id=showtime.id,
+        status=BookingStatus.CONFIRMED,
+        currency=showtime.currency,
+        total_amount=total,
+        final_amount=total,
+        expires_at=now + dt.timedelta(minutes=15),
+        confirmed_at=now,
+    )
+    session.add(booking)
+    await session.flush()
+    lines = [
+        BookingLine(
+            booking_id=booking.id,
+            seat_id=seats[label].id,
+            seat_label=label,
+            seat_class=seats[label].seat_class,
+            unit_price=showtime.base_price,
+        )
+        for label in labels
+    ]
+    session.add_all(lines)
+    await session.flush()
+    await session.execute(
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == showtime.id,
+            ShowtimeSeat.seat_id.in_([seat.id for seat in seats.values()]),
+        )
+        .values(status="booked", booking_id=booking.id, hold_id=None, held_until=None)
+    )
+    tickets = await issue_tickets(session, booking, lines)
+    return booking, tickets
+
+
+async def seed_confirmed_booking(
+    app: FastAPI,
+    user_id: uuid.UUID,
+    labels: list[str],
+    *,
+    start_time: dt.datetime | None = None,
+    **venue_options: Any,
+) -> SimpleNamespace:
+    """A venue (`venue_options` go to `seed_venue`), a showtime (default: in 3 days) and a paid
+    booking of `labels` for the user. Ids as `city_id`, `theater_id`, `screen_id`, `movie_id`,
+    `showtime_id`, `booking_id` and `ticket_ids` (in the order of `labels`)."""
+    venue = await seed_venue(app, **venue_options)
+    async with app.state.db.session() as session:
+        screen = await session.get(Screen, venue.screen_id)
+        movie = await session.get(Movie, venue.movie_id)
+        assert screen is not None
+        assert movie is not None
+        showtime = await make_showtime(session, screen, movie, start_time=start_time)
+        booking, tickets = await make_confirmed_booking(session, user_id, showtime.id, labels)
+    return SimpleNamespace(
+        **vars(venue),
+        showtime_id=showtime.id,
+        booking_id=booking.id,
+        ticket_ids=[ticket.id for ticket in tickets],
+    )
+
+
+async def make_pending_booking(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    showtime_id: uuid.UUID,
+    labels: list[str],
+    amount: Decimal,
+    *,
+    expires_in: dt.timedelta = dt.timedelta(minutes=15),
+) -> Booking:
+    """A pending booking of `labels` (its lines share `amount`) whose seats are held for it
+    until its deadline (`expires_in` may be negative: already past it), as the booking flow
+    leaves it before payment."""
+    showtime = await session.get(Showtime, showtime_id)
+    assert showtime is not None
+    seats = (
+        await session.scalars(
+            select(Seat).where(Seat.screen_id == showtime.screen_id, Seat.label.in_(labels))
+        )
+    ).all()
+    assert len(seats) == len(labels), labels
+    booking = Booking(
+        reference=uuid.uuid4().hex[:10].upper(),
+        user_id=user_id,
+        showtime_id=showtime_id,
+        currency=showtime.currency,
+        total_amount=amount,
+        discount_amount=Decimal("0.00"),
+        final_amount=amount,
+        refunded_amount=Decimal("0.00"),
+        expires_at=dt.datetime.now(dt.UTC) + expires_in,
+    )
+    session.add(booking)
+    await session.flush()
+    share = (amount / len(seats)).quantize(Decimal("0.01"))
+    for index, seat in enumerate(sorted(seats, key=lambda s: s.label)):
+        price = amount - share * (len(seats) - 1) if index == 0 else share
+        session.add(
+            BookingLine(
+                booking_id=booking.id,
+                seat_id=seat.id,
+                seat_label=seat.label,
+                seat_class=seat.seat_class,
+                unit_price=price,
+            )
+        )
+    await session.execute(
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == showtime_id,
+            ShowtimeSeat.seat_id.in_([seat.id for seat in seats]),
+        )
+        .values(status="held", booking_id=booking.id, held_until=booking.expires_at)
+    )
+    await session.flush()
+    return booking

@@ -109,6 +109,7 @@ async def test_seat_map_lists_rows_states_and_prices(
         "position": 99,
         "status": "available",
         "price": "22.23",  # 12.35 x 1.5 (VIP hall) x 1.2 (premium) exactly
+        "heldByYou": False,
     }
     assert {label: seat["status"] for label, seat in seats.items()} == {
         "A1": "available",

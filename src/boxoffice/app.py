@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +15,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from boxoffice import __version__
 from boxoffice.accounts.router import admin_router as accounts_admin_router
 from boxoffice.accounts.router import router as accounts_router
+from boxoffice.booking import service as booking_service
+from boxoffice.booking.expiry import run_expiry_loop
+from boxoffice.booking.router import router as booking_router
 from boxoffice.catalog.router import admin_router as catalog_admin_router
 from boxoffice.catalog.router import router as catalog_router
 from boxoffice.config import Settings, get_settings
@@ -23,8 +28,11 @@ from boxoffice.core.mail import Mailer
 from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
 from boxoffice.core.security import configure_password_hashing
 from boxoffice.ops.router import router as ops_router
+from boxoffice.payments import service as payments_service
+from boxoffice.payments.router import router as payments_router
 from boxoffice.scheduling.router import admin_router as scheduling_admin_router
 from boxoffice.scheduling.router import router as scheduling_router
+from boxoffice.tickets.router import router as tickets_router
 from boxoffice.venues.router import admin_router as venues_admin_router
 from boxoffice.venues.router import router as venues_router
 
@@ -41,10 +49,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         parallelism=settings.argon2_parallelism,
     )
 
+    # Payments report a success back to the booking use case (payments never imports booking).
+    payments_service.set_success_handler(booking_service.confirm_paid_booking)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("startup", env=settings.env, database=app.state.db.backend)
+        expiry = (
+            asyncio.create_task(run_expiry_loop(app), name="booking-expiry")
+            if settings.expiry_interval_seconds
+            else None
+        )
         yield
+        if expiry is not None:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await app.state.db.dispose()
@@ -76,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         venues_router,
         catalog_router,
         scheduling_router,
+        booking_router,
+        tickets_router,
+        payments_router,
         accounts_admin_router,
         venues_admin_router,
         catalog_admin_router,

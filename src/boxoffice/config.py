@@ -61,7 +61,15 @@ class Settings(BaseSettings):
     max_seats_per_hold: int = Field(default=10, ge=1, le=100)
     sales_close_minutes: int = Field(default=0, ge=0)
     doors_open_minutes: int = Field(default=45, ge=0)
+    ticket_signing_seed: SecretStr | None = Field(default=None, min_length=43, max_length=44)
     rate_limit_enabled: bool = True
+    # Customers may refund until this long before the start; staff at any time.
+    refund_cutoff_minutes: int = Field(default=60, ge=0)
+    # Inside this many hours before the start, a customer's refund pays this fee (percent).
+    cancellation_fee_hours: int = Field(default=24, ge=0)
+    cancellation_fee_percent: int = Field(default=0, ge=0, le=100)
+    # How often each server process records expired bookings (0 turns the job off).
+    expiry_interval_seconds: int = Field(default=30, ge=0)
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

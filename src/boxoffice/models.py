@@ -1,9 +1,23 @@
 """Imports every feature's tables so `Base.metadata` is complete (Alembic, tests)."""
 
 from boxoffice.accounts import models as accounts_models
+from boxoffice.booking import models as booking_models
 from boxoffice.catalog import models as catalog_models
+from boxoffice.core import idempotency
 from boxoffice.core.db import Base
+from boxoffice.payments import models as payments_models
 from boxoffice.scheduling import models as scheduling_models
+from boxoffice.tickets import models as tickets_models
 from boxoffice.venues import models as venues_models
 
-__all__ = ["Base", "accounts_models", "catalog_models", "scheduling_models", "venues_models"]
+__all__ = [
+    "Base",
+    "accounts_models",
+    "booking_models",
+    "catalog_models",
+    "idempotency",
+    "payments_models",
+    "scheduling_models",
+    "tickets_models",
+    "venues_models",
+]

@@ -8,8 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from boxoffice.accounts.deps import require
+from boxoffice.accounts.deps import OptionalUser, require
 from boxoffice.accounts.permissions import Permission
+from boxoffice.booking.holds import live_hold_ids
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams, reject_empty_patch
@@ -59,9 +60,13 @@ async def get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeO
 
 
 @router.get("/showtimes/{showtime_id}/seats", response_model=SeatMapOut)
-async def get_seat_map(session: SessionDep, showtime_id: uuid.UUID) -> SeatMapOut:
-    """The seat map: every sellable seat by row with its state and price."""
-    return SeatMapOut.model_validate(await service.seat_map(session, showtime_id))
+async def get_seat_map(
+    session: SessionDep, showtime_id: uuid.UUID, user: OptionalUser
+) -> SeatMapOut:
+    """The seat map: every sellable seat by row with its state and price; with a token, the
+    caller's own held seats say `heldByYou`."""
+    mine = await live_hold_ids(session, user.id, showtime_id) if user is not None else set()
+    return SeatMapOut.model_validate(await service.seat_map(session, showtime_id, your_holds=mine))
 
 
 # ---------------------------------------------------------------------------------------------

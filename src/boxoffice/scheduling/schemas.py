@@ -135,6 +135,7 @@ class MapSeat(CamelModel):
     position: int
     status: Literal["available", "held", "booked", "blocked"]
     price: Money
+    held_by_you: bool = Field(default=False, description="Held by the caller's own hold")
 
 
 class MapRow(CamelModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -86,6 +86,7 @@ class SeatView:
     position: int
     status: str
     price: Decimal
+    held_by_you: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class SeatStateChange:
     status: str
 
 
-def _free(now: dt.datetime) -> ColumnElement[bool]:
+def seat_is_free(now: dt.datetime) -> ColumnElement[bool]:
     """The inventory rows nobody holds or owns at `now`."""
     return or_(
         ShowtimeSeat.status == SeatStatus.AVAILABLE,
@@ -460,7 +461,7 @@ async def availability(
     ids = list(dict.fromkeys(showtime_ids))
     if not ids:
         return {}
-    free = func.sum(case((_free(now or utcnow()), 1), else_=0))
+    free = func.sum(case((seat_is_free(now or utcnow()), 1), else_=0))
     sellable = func.sum(case((ShowtimeSeat.status != SeatStatus.BLOCKED, 1), else_=0))
     rows = await session.execute(
         select(ShowtimeSeat.showtime_id, free, sellable)
@@ -472,9 +473,13 @@ async def availability(
 
 
 async def seat_map(
-    session: AsyncSession, showtime_id: uuid.UUID, now: dt.datetime | None = None
+    session: AsyncSession,
+    showtime_id: uuid.UUID,
+    now: dt.datetime | None = None,
+    your_holds: Collection[uuid.UUID] = (),
 ) -> SeatMap:
-    """Every seat of the showtime by row and position, with its state and price."""
+    """Every seat of the showtime by row and position, with its state and price; seats held
+    by one of `your_holds` (the caller's) are marked `held_by_you`."""
     now = now or utcnow()
     head = (await session.execute(_with_hall_type().where(Showtime.id == showtime_id))).first()
     if head is None:
@@ -491,6 +496,7 @@ async def seat_map(
             Seat.position,
             ShowtimeSeat.status,
             ShowtimeSeat.held_until,
+            ShowtimeSeat.hold_id,
         )
         .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
         .where(ShowtimeSeat.showtime_id == showtime_id)
@@ -505,6 +511,7 @@ async def seat_map(
                 prices[seat.seat_class] = seat_price(
                     showtime.base_price, hall_type, seat.seat_class
                 )
+            status = effective_status(seat.status, seat.held_until, now)
             views.append(
                 SeatView(
                     seat_id=seat.id,
@@ -512,8 +519,9 @@ async def seat_map(
                     number=seat.number,
                     seat_class=seat.seat_class,
                     position=seat.position,
-                    status=effective_status(seat.status, seat.held_until, now),
+                    status=status,
                     price=prices[seat.seat_class],
+                    held_by_you=status == SeatStatus.HELD and seat.hold_id in your_holds,
                 )
             )
         seat_rows.append(SeatRowView(row=row_label, seats=views))
@@ -563,7 +571,7 @@ async def block_seats(
         session,
         showtime_id,
         labels,
-        only_if=_free(now),
+        only_if=seat_is_free(now),
         values={
             "status": SeatStatus.BLOCKED,
             "blocked_reason": reason,

@@ -1,0 +1,330 @@
+"""Seat holds: all or nothing, one conditional UPDATE on the showtime's seat inventory.
+
+A hold is a `holds` row (its id is the customer's lockToken) plus the inventory rows it holds.
+The UPDATE only takes rows that are free *now* (available, or held with `held_until` in the
+past), so two customers can never hold one seat, whatever the timing: PostgreSQL and MariaDB
+re-check the condition on the locked row, SQLite runs one writer at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.booking.best_available import SeatView, choose_seats
+from boxoffice.booking.exceptions import (
+    ExtensionLimit,
+    HoldAlreadyBooked,
+    HoldExpired,
+    HoldNotFound,
+    NoSeatsAvailable,
+    ShowtimeClosed,
+    TooManySeats,
+)
+from boxoffice.booking.models import Hold, HoldStatus
+from boxoffice.config import Settings
+from boxoffice.core.clock import utcnow
+from boxoffice.scheduling.exceptions import SeatsUnavailable
+from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
+from boxoffice.scheduling.service import get_showtime, resolve_labels, seat_is_free
+from boxoffice.venues.models import Seat
+
+MAX_EXTENSIONS = 2
+# A hold never lives longer than this many TTLs in total, however often it is extended.
+MAX_LIFETIME_TTLS = 3
+BEST_AVAILABLE_ATTEMPTS = 5
+
+
+def check_open_for_sale(showtime: Showtime, settings: Settings, now: dt.datetime) -> None:
+    if showtime.status != "scheduled":
+        raise ShowtimeClosed("This showtime was cancelled.")
+    closes = showtime.start_time - dt.timedelta(minutes=settings.sales_close_minutes)
+    if now >= closes:
+        raise ShowtimeClosed("Sales for this showtime are closed.", closedAt=closes.isoformat())
+
+
+async def _release_user_holds(
+    session: AsyncSession, user_id: uuid.UUID, showtime_id: uuid.UUID
+) -> None:
+    """One live hold per customer and showtime: a new hold replaces the old one."""
+    old = (
+        await session.scalars(
+            select(Hold.id).where(
+                Hold.user_id == user_id,
+                Hold.showtime_id == showtime_id,
+                Hold.status == HoldStatus.ACTIVE,
+            )
+        )
+    ).all()
+    if old:
+        await _free_rows(session, showtime_id, list(old))
+        await session.execute(
+            update(Hold).where(Hold.id.in_(old)).values(status=HoldStatus.RELEASED),
+            execution_options={"synchronize_session": False},
+        )
+
+
+async def _free_rows(
+    session: AsyncSession, showtime_id: uuid.UUID, hold_ids: Sequence[uuid.UUID]
+) -> None:
+    await session.execute(
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == showtime_id,
+            ShowtimeSeat.hold_id.in_(hold_ids),
+            ShowtimeSeat.status == SeatStatus.HELD,
+            ShowtimeSeat.booking_id.is_(None),
+        )
+        .values(status=SeatStatus.AVAILABLE, hold_id=None, held_until=None),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def _take_seats(
+    session: AsyncSession,
+    showtime_id: uuid.UUID,
+    hold: Hold,
+    seats: dict[str, uuid.UUID],
+    now: dt.datetime,
+) -> None:
+    """The conditional UPDATE; raises `SeatsUnavailable` naming the seats that were taken.
+
+    Seat ids are sorted so concurrent overlapping holds lock rows in one order (no deadlock).
+    On failure the caller's transaction or savepoint must be rolled back (some rows may
+    have been taken).
+    """
+    seat_ids = sorted(seats.values())
+    result = await session.execute(
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == showtime_id,
+            ShowtimeSeat.seat_id.in_(seat_ids),
+            seat_is_free(now),
+        )
+        .values(
+            status=SeatStatus.HELD, hold_id=hold.id, held_until=hold.expires_at, booking_id=None
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount == len(seat_ids):  # type: ignore[attr-defined]
+        return
+    ours = set(
+        (
+            await session.scalars(
+                select(ShowtimeSeat.seat_id).where(
+                    ShowtimeSeat.showtime_id == showtime_id,
+                    ShowtimeSeat.seat_id.in_(seat_ids),
+                    ShowtimeSeat.hold_id == hold.id,
+                )
+            )
+        ).all()
+    )
+    taken = [label for label, seat_id in seats.items() if seat_id not in ours]
+    raise SeatsUnavailable(f"Not available any more: {', '.join(taken)}.", seats=taken)
+
+
+def _new_hold(
+    settings: Settings, user_id: uuid.UUID, showtime_id: uuid.UUID, labels: list[str]
+) -> Hold:
+    # Computed after the connection is in use (earlier statements ran), so a hold is never
+    # granted already expired because it waited for a connection.
+    now = utcnow()
+    return Hold(
+        id=uuid.uuid4(),
+        showtime_id=showtime_id,
+        user_id=user_id,
+        status=HoldStatus.ACTIVE,
+        seat_labels=labels,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=settings.hold_ttl),
+        extensions=0,
+    )
+
+
+async def lock_seats(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    showtime_id: uuid.UUID,
+    labels: Sequence[str],
+) -> Hold:
+    now = utcnow()
+    wanted = list(dict.fromkeys(labels))
+    if len(wanted) > settings.max_seats_per_hold:
+        raise TooManySeats(
+            f"At most {settings.max_seats_per_hold} seats per hold.",
+            maxSeats=settings.max_seats_per_hold,
+        )
+    showtime = await get_showtime(session, showtime_id)
+    check_open_for_sale(showtime, settings, now)
+    seats = await resolve_labels(session, showtime, wanted)
+    await _release_user_holds(session, user_id, showtime.id)
+    hold = _new_hold(settings, user_id, showtime.id, wanted)
+    session.add(hold)
+    await session.flush()
+    await _take_seats(session, showtime.id, hold, seats, now)
+    return hold
+
+
+async def _seat_views(
+    session: AsyncSession, showtime_id: uuid.UUID, now: dt.datetime
+) -> list[SeatView]:
+    rows = await session.execute(
+        select(
+            Seat.id,
+            Seat.label,
+            Seat.row_label,
+            Seat.row_index,
+            Seat.position,
+            Seat.seat_class,
+            ShowtimeSeat.status,
+            ShowtimeSeat.held_until,
+        )
+        .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
+        .where(ShowtimeSeat.showtime_id == showtime_id)
+    )
+    return [
+        SeatView(
+            seat_id=row.id,
+            label=row.label,
+            row_label=row.row_label,
+            row_index=row.row_index,
+            position=row.position,
+            seat_class=row.seat_class,
+            free=row.status == SeatStatus.AVAILABLE
+            or (
+                row.status == SeatStatus.HELD
+                and row.held_until is not None
+                and row.held_until < now
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def lock_best(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    showtime_id: uuid.UUID,
+    quantity: int,
+    seat_class: str | None,
+) -> Hold:
+    """Hold the best adjacent block; on a conflict (someone was faster) try the next best."""
+    now = utcnow()
+    if quantity > settings.max_seats_per_hold:
+        raise TooManySeats(
+            f"At most {settings.max_seats_per_hold} seats per hold.",
+            maxSeats=settings.max_seats_per_hold,
+        )
+    showtime = await get_showtime(session, showtime_id)
+    check_open_for_sale(showtime, settings, now)
+    await _release_user_holds(session, user_id, showtime.id)
+    # Seats the caller just released count as free for the new choice.
+    candidates = choose_seats(
+        await _seat_views(session, showtime.id, now),
+        quantity,
+        seat_class=seat_class,
+        limit=BEST_AVAILABLE_ATTEMPTS,
+    )
+    for block in candidates:
+        labels = [seat.label for seat in block]
+        hold = _new_hold(settings, user_id, showtime.id, labels)
+        try:
+            async with session.begin_nested():
+                session.add(hold)
+                await session.flush()
+                await _take_seats(
+                    session, showtime.id, hold, {s.label: s.seat_id for s in block}, now
+                )
+        except SeatsUnavailable:
+            continue
+        return hold
+    raise NoSeatsAvailable(
+        f"No {quantity} adjacent seats{f' of class {seat_class}' if seat_class else ''} are free.",
+        quantity=quantity,
+    )
+
+
+async def _own_hold(
+    session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID, *, for_update: bool = False
+) -> Hold:
+    query = select(Hold).where(Hold.id == token)
+    if for_update:
+        query = query.with_for_update()
+    hold = await session.scalar(query)
+    if hold is None or hold.user_id != user_id:
+        raise HoldNotFound("No such hold.")
+    return hold
+
+
+async def extend(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, token: uuid.UUID
+) -> Hold:
+    """Push the expiry by another TTL, a bounded number of times and up to a total lifetime."""
+    hold = await _own_hold(session, user_id, token, for_update=True)
+    now = utcnow()
+    if hold.status == HoldStatus.CONVERTED:
+        raise HoldAlreadyBooked("This hold is part of a booking now; pay the booking instead.")
+    if hold.status != HoldStatus.ACTIVE or hold.expires_at <= now:
+        raise HoldExpired("The hold has expired; hold the seats again.")
+    if hold.extensions >= MAX_EXTENSIONS:
+        raise ExtensionLimit(f"A hold can be extended {MAX_EXTENSIONS} times.")
+    ttl = dt.timedelta(seconds=settings.hold_ttl)
+    expires = min(now + ttl, hold.created_at + MAX_LIFETIME_TTLS * ttl)
+    if expires <= hold.expires_at:
+        raise ExtensionLimit("The hold has reached its longest lifetime.")
+    result = await session.execute(
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == hold.showtime_id,
+            ShowtimeSeat.hold_id == hold.id,
+            ShowtimeSeat.status == SeatStatus.HELD,
+            ShowtimeSeat.held_until > now,
+        )
+        .values(held_until=expires),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount != len(hold.seat_labels):  # type: ignore[attr-defined]
+        raise HoldExpired("The hold has expired; hold the seats again.")
+    hold.expires_at = expires
+    hold.extensions += 1
+    return hold
+
+
+async def release(session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID) -> None:
+    """Give the seats back at once. Releasing twice is fine; a booked hold is not released."""
+    hold = await _own_hold(session, user_id, token, for_update=True)
+    if hold.status == HoldStatus.CONVERTED:
+        raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
+    if hold.status == HoldStatus.ACTIVE:
+        await _free_rows(session, hold.showtime_id, [hold.id])
+        hold.status = HoldStatus.RELEASED
+
+
+async def live_hold_ids(
+    session: AsyncSession, user_id: uuid.UUID, showtime_id: uuid.UUID
+) -> set[uuid.UUID]:
+    """The caller's holds on the showtime, for `heldByYou` on the seat map."""
+    return set(
+        (
+            await session.scalars(
+                select(Hold.id).where(
+                    Hold.user_id == user_id,
+                    Hold.showtime_id == showtime_id,
+                    or_(
+                        Hold.status == HoldStatus.ACTIVE,
+                        and_(Hold.status == HoldStatus.CONVERTED),
+                    ),
+                )
+            )
+        ).all()
+    )
+
+
+def extensions_left(hold: Hold) -> int:
+    return max(0, MAX_EXTENSIONS - hold.extensions)

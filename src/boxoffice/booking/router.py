@@ -1,0 +1,247 @@
+"""`/api/bookings/*` and `/api/me/bookings`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from boxoffice.accounts.deps import CurrentUser, has_permission
+from boxoffice.accounts.permissions import Permission
+from boxoffice.booking import holds, service
+from boxoffice.booking.exceptions import BookingNotFound
+from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold
+from boxoffice.booking.refunds import refund_booking
+from boxoffice.booking.schemas import (
+    BookingCreatedOut,
+    BookingDetailOut,
+    BookingIn,
+    BookingLineOut,
+    BookingOut,
+    BookingPage,
+    ExtendOut,
+    HoldOut,
+    LockBestIn,
+    LockSeatsIn,
+    LockTokenIn,
+    MovieBrief,
+    ScreenBrief,
+    ShowtimeBrief,
+    TheaterBrief,
+)
+from boxoffice.core import idempotency
+from boxoffice.core.db import SessionDep
+from boxoffice.core.routing import RetryingRoute
+from boxoffice.core.schema import PageParams
+from boxoffice.payments.service import PaymentContext
+
+router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["booking"])
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Repeat the request with the same key to get the first answer again.",
+    ),
+]
+
+
+def _hold_out(hold: Hold) -> HoldOut:
+    return HoldOut(
+        lock_token=hold.id,
+        showtime_id=hold.showtime_id,
+        expires_at=hold.expires_at,
+        locked_seats=list(hold.seat_labels),
+        extensions_left=holds.extensions_left(hold),
+    )
+
+
+def booking_out(view: service.BookingView) -> BookingOut:
+    booking: Booking = view.booking
+    lines: list[BookingLine] = view.lines
+    return BookingOut(
+        id=booking.id,
+        booking_reference=booking.reference,
+        user_id=booking.user_id,
+        showtime_id=booking.showtime_id,
+        seat_numbers=[line.seat_label for line in lines],
+        lines=[BookingLineOut.model_validate(line) for line in lines],
+        snacks=[],
+        total_amount=booking.total_amount,
+        discount_amount=booking.discount_amount,
+        final_amount=booking.final_amount,
+        refunded_amount=booking.refunded_amount,
+        currency=booking.currency,
+        status=view.status,
+        expires_at=booking.expires_at,
+        created_at=booking.created_at,
+        confirmed_at=booking.confirmed_at,
+    )
+
+
+@router.post(
+    "/bookings/lock-seats",
+    status_code=status.HTTP_201_CREATED,
+    response_model=HoldOut,
+    summary="Hold seats, all or nothing",
+    responses={409: {"description": "seats_unavailable or showtime_closed"}},
+)
+async def lock_seats(
+    body: LockSeatsIn, request: Request, user: CurrentUser, session: SessionDep
+) -> HoldOut:
+    hold = await holds.lock_seats(
+        session, request.app.state.settings, user.id, body.showtime_id, body.seat_numbers
+    )
+    return _hold_out(hold)
+
+
+@router.post(
+    "/bookings/lock-best",
+    status_code=status.HTTP_201_CREATED,
+    response_model=HoldOut,
+    summary="Hold the best available adjacent seats",
+)
+async def lock_best(
+    body: LockBestIn, request: Request, user: CurrentUser, session: SessionDep
+) -> HoldOut:
+    hold = await holds.lock_best(
+        session,
+        request.app.state.settings,
+        user.id,
+        body.showtime_id,
+        body.quantity,
+        body.seat_class,
+    )
+    return _hold_out(hold)
+
+
+@router.post("/bookings/extend-lock", response_model=ExtendOut)
+async def extend_lock(
+    body: LockTokenIn, request: Request, user: CurrentUser, session: SessionDep
+) -> ExtendOut:
+    hold = await holds.extend(session, request.app.state.settings, user.id, body.lock_token)
+    return ExtendOut(
+        lock_token=hold.id,
+        expires_at=hold.expires_at,
+        extensions_left=holds.extensions_left(hold),
+    )
+
+
+@router.delete("/bookings/lock-seats/{lock_token}", status_code=status.HTTP_204_NO_CONTENT)
+async def release_lock(lock_token: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    await holds.release(session, user.id, lock_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/bookings",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BookingCreatedOut,
+    summary="Book the seats of the caller's live hold",
+    responses={410: {"description": "hold_expired"}, 409: {"description": "hold_mismatch"}},
+)
+async def create_booking(
+    body: BookingIn,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    scope = "POST /api/bookings"
+    if idempotency_key is not None:
+        replay = await idempotency.claim(
+            session,
+            user_id=user.id,
+            scope=scope,
+            key=idempotency_key,
+            fingerprint=idempotency.request_fingerprint(body.model_dump(mode="json")),
+        )
+        if replay is not None:
+            return JSONResponse(replay.body, status_code=replay.status_code)
+    view, payment = await service.create_booking(
+        session, request.app.state.settings, PaymentContext.of(request.app), user, body
+    )
+    answer = BookingCreatedOut(
+        booking=booking_out(view),
+        payment_client_secret=payment.client_secret,
+        payment_intent_id=payment.provider_ref,
+    )
+    if idempotency_key is not None:
+        await idempotency.store(
+            session,
+            user_id=user.id,
+            scope=scope,
+            key=idempotency_key,
+            status_code=status.HTTP_201_CREATED,
+            body=answer.model_dump(mode="json", by_alias=True),
+        )
+    return answer
+
+
+@router.get("/bookings/{booking_id}", response_model=BookingDetailOut)
+async def get_booking(
+    booking_id: uuid.UUID, request: Request, user: CurrentUser, session: SessionDep
+) -> BookingDetailOut:
+    may_read_any = await has_permission(request, session, user, Permission.BOOKINGS_READ_ANY)
+    view = await service.get_booking(session, booking_id, user=user, may_read_any=may_read_any)
+    ctx = await service.booking_context(session, view.booking.showtime_id)
+    return BookingDetailOut(
+        booking=booking_out(view),
+        showtime=ShowtimeBrief(
+            id=ctx.showtime.id,
+            start_time=ctx.showtime.start_time,
+            end_time=ctx.showtime.end_time,
+            hall_type=ctx.screen.hall_type,
+            format=ctx.showtime.format,
+            language=ctx.showtime.language,
+            subtitles=ctx.showtime.subtitles,
+        ),
+        movie=MovieBrief(
+            id=ctx.movie.id,
+            title=ctx.movie.title,
+            duration=ctx.movie.duration_minutes,
+            rating=ctx.movie.rating,
+            poster_url=ctx.movie.poster_url,
+        ),
+        theater=TheaterBrief.model_validate(ctx.theater),
+        screen=ScreenBrief.model_validate(ctx.screen),
+    )
+
+
+@router.get("/me/bookings", response_model=BookingPage)
+async def my_bookings(
+    user: CurrentUser, session: SessionDep, page: Annotated[PageParams, Depends()]
+) -> BookingPage:
+    views, total = await service.list_user_bookings(
+        session, user.id, offset=page.offset, limit=page.limit
+    )
+    return BookingPage(bookings=[booking_out(v) for v in views], pagination=page.pagination(total))
+
+
+@router.post("/bookings/{booking_id}/cancel", response_model=BookingOut)
+async def cancel_booking(
+    booking_id: uuid.UUID, request: Request, user: CurrentUser, session: SessionDep
+) -> BookingOut:
+    """A pending booking is cancelled and its seats freed; a confirmed one is refunded per the
+    refund policy (the whole booking)."""
+    is_staff = await has_permission(request, session, user, Permission.REFUNDS_ISSUE)
+    booking = await service.lock_booking(session, booking_id)
+    if booking.user_id != user.id and not is_staff:
+        raise BookingNotFound("No such booking.")
+    ctx = PaymentContext.of(request.app)
+    if booking.status == BookingStatus.PENDING:
+        await service.cancel_pending(session, ctx, booking)
+    else:
+        await refund_booking(
+            session,
+            request.app.state.settings,
+            ctx,
+            user,
+            is_staff=is_staff,
+            booking_id=booking.id,
+            reason="cancelled by the customer" if booking.user_id == user.id else "cancelled",
+        )
+    return booking_out(
+        service.BookingView(booking, await service.lines_of(session, booking.id), booking.status)
+    )

@@ -1,0 +1,389 @@
+"""Bookings: from a live hold to a priced, pending booking; confirmation on payment; expiry.
+
+The booking use case orchestrates pricing, payments and tickets. Payments report success back
+through `confirm_paid_booking`, registered as the payments success handler at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.accounts.models import User
+from boxoffice.booking.exceptions import (
+    BookingNotCancellable,
+    BookingNotFound,
+    HoldAlreadyBooked,
+    HoldExpired,
+    HoldMismatch,
+    HoldNotFound,
+    NotSupportedYet,
+)
+from boxoffice.booking.holds import check_open_for_sale
+from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold, HoldStatus
+from boxoffice.booking.schemas import BookingIn
+from boxoffice.catalog.models import Movie
+from boxoffice.config import Settings
+from boxoffice.core.clock import utcnow
+from boxoffice.payments import service as payments
+from boxoffice.payments.models import Payment
+from boxoffice.pricing.service import seat_price
+from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
+from boxoffice.scheduling.service import get_showtime, seat_is_free
+from boxoffice.tickets import service as tickets
+from boxoffice.venues.models import Screen, Seat, Theater
+
+log = structlog.get_logger(__name__)
+
+# No 0/O, 1/I/L: a reference read out at the till is never misheard.
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+REFERENCE_LENGTH = 8
+
+
+def new_reference() -> str:
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+def effective_status(booking: Booking, now: dt.datetime) -> str:
+    """A pending booking past its deadline *is* expired, before the expiry job records it."""
+    if booking.status == BookingStatus.PENDING and booking.expires_at <= now:
+        return BookingStatus.EXPIRED
+    return booking.status
+
+
+@dataclass
+class BookingView:
+    booking: Booking
+    lines: list[BookingLine]
+    status: str
+
+
+async def lines_of(session: AsyncSession, booking_id: uuid.UUID) -> list[BookingLine]:
+    return list(
+        (
+            await session.scalars(
+                select(BookingLine)
+                .where(BookingLine.booking_id == booking_id)
+                .order_by(BookingLine.seat_label)
+            )
+        ).all()
+    )
+
+
+async def create_booking(
+    session: AsyncSession,
+    settings: Settings,
+    payment_ctx: payments.PaymentContext,
+    user: User,
+    data: BookingIn,
+) -> tuple[BookingView, Payment]:
+    """Turn the caller's live hold into a pending booking with frozen prices and an intent."""
+    if data.snacks or data.promo_code or data.points_to_redeem:
+        raise NotSupportedYet("Snacks, promo codes and points are not available yet.")
+    now = utcnow()
+    hold = await session.scalar(select(Hold).where(Hold.id == data.lock_token).with_for_update())
+    if hold is None or hold.user_id != user.id:
+        raise HoldNotFound("No such hold.")
+    if hold.status == HoldStatus.CONVERTED:
+        raise HoldAlreadyBooked("This hold was already turned into a booking.")
+    if hold.status != HoldStatus.ACTIVE or hold.expires_at <= now:
+        raise HoldExpired("The hold has expired; hold the seats again.")
+    if hold.showtime_id != data.showtime_id or set(hold.seat_labels) != set(data.seat_numbers):
+        raise HoldMismatch(
+            "showtimeId and seatNumbers must be exactly those of the hold.",
+            heldSeats=hold.seat_labels,
+        )
+    showtime = await get_showtime(session, hold.showtime_id)
+    check_open_for_sale(showtime, settings, now)
+
+    seats = (
+        await session.execute(
+            select(Seat.id, Seat.label, Seat.seat_class, ShowtimeSeat.held_until)
+            .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
+            .where(
+                ShowtimeSeat.showtime_id == showtime.id,
+                ShowtimeSeat.hold_id == hold.id,
+                ShowtimeSeat.status == SeatStatus.HELD,
+                ShowtimeSeat.held_until > now,
+            )
+        )
+    ).all()
+    if len(seats) != len(hold.seat_labels):
+        raise HoldExpired("The hold has expired; hold the seats again.")
+
+    hall_type = await session.scalar(
+        select(Screen.hall_type).where(Screen.id == showtime.screen_id)
+    )
+    assert hall_type is not None
+    prices = {s.id: seat_price(showtime.base_price, hall_type, s.seat_class) for s in seats}
+    total = sum(prices.values(), Decimal("0.00"))
+    booking = Booking(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        showtime_id=showtime.id,
+        hold_id=hold.id,
+        status=BookingStatus.PENDING,
+        currency=showtime.currency,
+        total_amount=total,
+        discount_amount=Decimal("0.00"),
+        final_amount=total,
+        refunded_amount=Decimal("0.00"),
+        expires_at=utcnow() + dt.timedelta(seconds=settings.booking_ttl),
+    )
+    await _insert_with_unique_reference(session, booking)
+    lines = [
+        BookingLine(
+            booking_id=booking.id,
+            seat_id=s.id,
+            seat_label=s.label,
+            seat_class=s.seat_class,
+            unit_price=prices[s.id],
+        )
+        for s in sorted(seats, key=lambda s: s.label)
+    ]
+    session.add_all(lines)
+    hold.status = HoldStatus.CONVERTED
+    # The hold now lasts until the payment deadline and points at the booking.
+    await session.execute(
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == showtime.id,
+            ShowtimeSeat.hold_id == hold.id,
+            ShowtimeSeat.status == SeatStatus.HELD,
+        )
+        .values(held_until=booking.expires_at, booking_id=booking.id),
+        execution_options={"synchronize_session": False},
+    )
+    await session.flush()
+    payment = await payments.create_intent(session, payment_ctx, booking)
+    return BookingView(booking, lines, booking.status), payment
+
+
+async def _insert_with_unique_reference(session: AsyncSession, booking: Booking) -> None:
+    for _ in range(5):
+        booking.reference = new_reference()
+        try:
+            async with session.begin_nested():
+                session.add(booking)
+                await session.flush()
+            return
+        except IntegrityError:
+            session.expunge(booking)
+    raise RuntimeError("could not find a free booking reference")
+
+
+async def get_booking(
+    session: AsyncSession, booking_id: uuid.UUID, *, user: User, may_read_any: bool
+) -> BookingView:
+    booking = await session.get(Booking, booking_id)
+    if booking is None or (booking.user_id != user.id and not may_read_any):
+        raise BookingNotFound("No such booking.")
+    return BookingView(
+        booking, await lines_of(session, booking.id), effective_status(booking, utcnow())
+    )
+
+
+@dataclass
+class BookingContext:
+    showtime: Showtime
+    movie: Movie
+    theater: Theater
+    screen: Screen
+
+
+async def booking_context(session: AsyncSession, showtime_id: uuid.UUID) -> BookingContext:
+    row = (
+        await session.execute(
+            select(Showtime, Movie, Theater, Screen)
+            .join(Movie, Movie.id == Showtime.movie_id)
+            .join(Theater, Theater.id == Showtime.theater_id)
+            .join(Screen, Screen.id == Showtime.screen_id)
+            .where(Showtime.id == showtime_id)
+        )
+    ).one()
+    return BookingContext(*row)
+
+
+async def list_user_bookings(
+    session: AsyncSession, user_id: uuid.UUID, *, offset: int, limit: int
+) -> tuple[list[BookingView], int]:
+    total = await session.scalar(
+        select(func.count()).select_from(Booking).where(Booking.user_id == user_id)
+    )
+    bookings = (
+        await session.scalars(
+            select(Booking)
+            .where(Booking.user_id == user_id)
+            .order_by(Booking.created_at.desc(), Booking.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    ).all()
+    by_booking: dict[uuid.UUID, list[BookingLine]] = {b.id: [] for b in bookings}
+    if bookings:
+        for line in await session.scalars(
+            select(BookingLine)
+            .where(BookingLine.booking_id.in_(by_booking))
+            .order_by(BookingLine.seat_label)
+        ):
+            by_booking[line.booking_id].append(line)
+    now = utcnow()
+    views = [BookingView(b, by_booking[b.id], effective_status(b, now)) for b in bookings]
+    return views, total or 0
+
+
+async def _free_booking_seats(session: AsyncSession, booking: Booking) -> None:
+    await session.execute(
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == booking.showtime_id,
+            ShowtimeSeat.booking_id == booking.id,
+            ShowtimeSeat.status == SeatStatus.HELD,
+        )
+        .values(status=SeatStatus.AVAILABLE, hold_id=None, held_until=None, booking_id=None),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def cancel_pending(
+    session: AsyncSession, payment_ctx: payments.PaymentContext, booking: Booking
+) -> None:
+    """Cancel an unpaid booking: its seats are free at once and its intent is cancelled."""
+    now = utcnow()
+    if booking.status != BookingStatus.PENDING:
+        raise BookingNotCancellable(
+            f"A {effective_status(booking, now)} booking cannot be cancelled."
+        )
+    booking.status = BookingStatus.CANCELLED
+    booking.cancelled_at = now
+    await _free_booking_seats(session, booking)
+    await payments.cancel_intent(session, payment_ctx, booking.id)
+
+
+async def lock_booking(session: AsyncSession, booking_id: uuid.UUID) -> Booking:
+    booking = await session.scalar(
+        select(Booking).where(Booking.id == booking_id).with_for_update()
+    )
+    if booking is None:
+        raise BookingNotFound("No such booking.")
+    return booking
+
+
+async def confirm_paid_booking(
+    session: AsyncSession, booking_id: uuid.UUID, payment: Payment
+) -> bool:
+    """A payment succeeded: confirm the booking, sell its seats and issue tickets — or, when
+    its seats went to someone else meanwhile (it had expired), refund at once.
+
+    Runs in the transaction that recorded the payment, with the booking row locked, so a
+    webhook and a client-side confirmation racing for one payment confirm it once.
+    """
+    booking = await lock_booking(session, booking_id)
+    if booking.status in (BookingStatus.CONFIRMED, BookingStatus.USED):
+        return True
+    lines = await lines_of(session, booking.id)
+    if booking.status in (BookingStatus.PENDING, BookingStatus.EXPIRED) and await _sell_seats(
+        session, booking, lines
+    ):
+        booking.status = BookingStatus.CONFIRMED
+        booking.confirmed_at = utcnow()
+        await tickets.issue_tickets(session, booking, lines)
+        return True
+    # Cancelled, or its seats were sold elsewhere after it expired: never sell twice.
+    log.warning("paid_booking_not_honoured", booking_id=str(booking.id), status=booking.status)
+    await payments.refund(
+        session,
+        payments.PaymentContext.current(),
+        booking,
+        payment.amount - payment.refunded_amount,
+        reason="seats no longer available when the payment arrived",
+        seat_labels=[line.seat_label for line in lines],
+        requested_by=None,
+    )
+    for line in lines:
+        line.refunded = True
+    booking.refunded_amount = booking.final_amount
+    booking.status = BookingStatus.REFUNDED
+    await _free_booking_seats(session, booking)
+    return False
+
+
+async def _sell_seats(
+    session: AsyncSession, booking: Booking, lines: Sequence[BookingLine]
+) -> bool:
+    """All seats of the booking become `booked`, or none (savepoint)."""
+    seat_ids = sorted(line.seat_id for line in lines)
+    now = utcnow()
+    async with session.begin_nested() as savepoint:
+        result = await session.execute(
+            update(ShowtimeSeat)
+            .where(
+                ShowtimeSeat.showtime_id == booking.showtime_id,
+                ShowtimeSeat.seat_id.in_(seat_ids),
+                or_(
+                    and_(
+                        ShowtimeSeat.booking_id == booking.id,
+                        ShowtimeSeat.status == SeatStatus.HELD,
+                    ),
+                    seat_is_free(now),
+                ),
+            )
+            .values(status=SeatStatus.BOOKED, booking_id=booking.id, hold_id=None, held_until=None),
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount == len(seat_ids):  # type: ignore[attr-defined]
+            return True
+        await savepoint.rollback()
+    return False
+
+
+async def expire_due_bookings(
+    session: AsyncSession, payment_ctx: payments.PaymentContext, *, limit: int = 500
+) -> int:
+    """Record the expiry of unpaid bookings past their deadline and free their seats.
+
+    Safe to run in several processes at once: every change is conditional on the state it
+    leaves, so a booking is expired once. Correctness does not depend on it (a held seat past
+    `held_until` is free to everyone already); it tidies up and cancels stale intents.
+    """
+    now = utcnow()
+    due = (
+        await session.scalars(
+            select(Booking.id)
+            .where(Booking.status == BookingStatus.PENDING, Booking.expires_at <= now)
+            .order_by(Booking.expires_at)
+            .limit(limit)
+        )
+    ).all()
+    expired = 0
+    for booking_id in due:
+        result = await session.execute(
+            update(Booking)
+            .where(Booking.id == booking_id, Booking.status == BookingStatus.PENDING)
+            .values(status=BookingStatus.EXPIRED),
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        expired += 1
+        await session.execute(
+            update(ShowtimeSeat)
+            .where(
+                ShowtimeSeat.booking_id == booking_id,
+                ShowtimeSeat.status == SeatStatus.HELD,
+                ShowtimeSeat.held_until <= now,
+            )
+            .values(status=SeatStatus.AVAILABLE, hold_id=None, held_until=None, booking_id=None),
+            execution_options={"synchronize_session": False},
+        )
+        await payments.cancel_intent(session, payment_ctx, booking_id)
+    return expired

@@ -1,0 +1,121 @@
+"""`Idempotency-Key` support: the same key with the same body returns the first answer.
+
+The record is inserted at the start of the request's transaction. A concurrent duplicate
+blocks on the primary key until the first request commits (PostgreSQL, MariaDB) or waits for
+the write lock (SQLite), then finds the stored answer and replays it; a duplicate of a request
+that failed finds no record and runs again. The same key with another body is a 422.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from boxoffice.core.clock import utcnow
+from boxoffice.core.db import Base, UTCDateTime
+from boxoffice.core.errors import Conflict, Unprocessable
+
+MAX_KEY_LENGTH = 200
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)  # "POST /api/bookings"
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None]
+    response_body: Mapped[dict[str, Any] | None]
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class IdempotencyKeyReused(Unprocessable):
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused with another request"
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+    title = "A request with this Idempotency-Key is still being processed"
+
+
+@dataclass
+class Replay:
+    status_code: int
+    body: dict[str, Any]
+
+
+def request_fingerprint(body: Any) -> str:
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, default=str, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def check_key(key: str) -> str:
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise Unprocessable(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+            code="invalid_idempotency_key",
+        )
+    return key
+
+
+async def claim(
+    session: AsyncSession, *, user_id: uuid.UUID, scope: str, key: str, fingerprint: str
+) -> Replay | None:
+    """Claim the key for this request, or return the answer to replay.
+
+    Must be the first write of the transaction: on a duplicate the transaction is rolled back
+    and a new one reads the stored answer.
+    """
+    key = check_key(key)
+    record = IdempotencyRecord(user_id=user_id, scope=scope, key=key, request_hash=fingerprint)
+    try:
+        async with session.begin_nested():
+            session.add(record)
+            await session.flush()
+        return None
+    except IntegrityError:
+        pass
+    existing = await session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.user_id == user_id,
+            IdempotencyRecord.scope == scope,
+            IdempotencyRecord.key == key,
+        )
+    )
+    if existing is None:  # the first request failed and was rolled back meanwhile
+        raise IdempotencyInProgress("Retry the request.")
+    if existing.request_hash != fingerprint:
+        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request body.")
+    if existing.status_code is None or existing.response_body is None:
+        raise IdempotencyInProgress("The first request with this key has not finished.")
+    return Replay(existing.status_code, existing.response_body)
+
+
+async def store(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    scope: str,
+    key: str,
+    status_code: int,
+    body: dict[str, Any],
+) -> None:
+    record = await session.get(IdempotencyRecord, (user_id, scope, check_key(key)))
+    if record is not None:
+        record.status_code = status_code
+        record.response_body = body

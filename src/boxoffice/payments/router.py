@@ -1,0 +1,235 @@
+"""Payment intents, the local provider's card form, provider webhooks and refunds.
+
+`Idempotency-Key` applies to the calls made by a signed-in user (create-intent, local/confirm,
+refund). Webhooks are deduplicated by the provider's event id instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.accounts.deps import CurrentUser, has_permission
+from boxoffice.accounts.models import User
+from boxoffice.accounts.permissions import Permission
+from boxoffice.booking.refunds import refund_booking
+from boxoffice.core import idempotency
+from boxoffice.core.db import SessionDep
+from boxoffice.core.errors import PROBLEM_MEDIA_TYPE, BoxofficeError, problem_response
+from boxoffice.core.routing import RetryingRoute
+from boxoffice.payments import service
+from boxoffice.payments.providers.local import SIGNATURE_HEADER
+from boxoffice.payments.schemas import (
+    CreateIntentIn,
+    IntentOut,
+    LocalConfirmIn,
+    LocalConfirmOut,
+    RefundIn,
+    RefundOut,
+    WebhookOut,
+)
+from boxoffice.payments.service import PaymentContext
+
+router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["payments"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Repeat the request with the same key to get the first answer again.",
+    ),
+]
+
+
+def _payment_context(request: Request) -> PaymentContext:
+    return PaymentContext.of(request.app)
+
+
+PaymentCtx = Annotated[PaymentContext, Depends(_payment_context)]
+
+
+async def _once(
+    session: AsyncSession,
+    user: User,
+    key: str | None,
+    scope: str,
+    body: BaseModel,
+    run: Callable[[], Awaitable[BaseModel]],
+) -> Any:
+    """Run the call once per Idempotency-Key: a repeat with the same body gets the first
+    answer (a kept failure such as a declined card included), another body a 422."""
+    if key is None:
+        return await run()
+    fingerprint = idempotency.request_fingerprint(body.model_dump(mode="json"))
+    replay = await idempotency.claim(
+        session, user_id=user.id, scope=scope, key=key, fingerprint=fingerprint
+    )
+    if replay is not None:
+        media_type = PROBLEM_MEDIA_TYPE if replay.status_code >= 400 else None
+        return JSONResponse(replay.body, status_code=replay.status_code, media_type=media_type)
+    try:
+        answer = await run()
+    except BoxofficeError as exc:
+        if exc.commit:  # the failure's writes are kept, so it is the answer repeats get
+            problem = problem_response(
+                None, exc.status, exc.code, exc.detail, title=exc.title, **exc.extra
+            )
+            await idempotency.store(
+                session,
+                user_id=user.id,
+                scope=scope,
+                key=key,
+                status_code=exc.status,
+                body=json.loads(bytes(problem.body)),
+            )
+        raise
+    await idempotency.store(
+        session,
+        user_id=user.id,
+        scope=scope,
+        key=key,
+        status_code=200,
+        body=answer.model_dump(mode="json", by_alias=True),
+    )
+    return answer
+
+
+@router.post(
+    "/payments/create-intent",
+    response_model=IntentOut,
+    summary="The booking's payment intent (created once, then returned again)",
+    responses={404: {"description": "not_found"}, 409: {"description": "booking_not_payable"}},
+)
+async def create_intent(
+    body: CreateIntentIn,
+    user: CurrentUser,
+    session: SessionDep,
+    ctx: PaymentCtx,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    async def run() -> IntentOut:
+        payment = await service.create_intent_for_customer(
+            session, ctx, user_id=user.id, booking_id=body.booking_id
+        )
+        return IntentOut(
+            client_secret=payment.client_secret,
+            payment_intent_id=payment.provider_ref,
+            provider=payment.provider,
+            amount=payment.amount,
+            currency=payment.currency,
+            status=payment.status,
+        )
+
+    return await _once(
+        session, user, idempotency_key, "POST /api/payments/create-intent", body, run
+    )
+
+
+@router.post(
+    "/payments/local/confirm",
+    response_model=LocalConfirmOut,
+    summary="The local provider's card form: pay an intent with a test card",
+    responses={
+        402: {"description": "card_declined / invalid_card: the intent stays pending"},
+        404: {"description": "not_found"},
+        409: {"description": "illegal_payment_transition: the intent was cancelled"},
+    },
+)
+async def confirm_local(
+    body: LocalConfirmIn,
+    user: CurrentUser,
+    session: SessionDep,
+    ctx: PaymentCtx,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    async def run() -> LocalConfirmOut:
+        done = await service.confirm_local(
+            session, ctx, user_id=user.id, provider_ref=body.payment_intent_id, card=body.card
+        )
+        return LocalConfirmOut(
+            status=done.payment.status,
+            payment_intent_id=done.payment.provider_ref,
+            booking_id=done.payment.booking_id,
+            booking_status=done.booking_status,
+        )
+
+    return await _once(
+        session, user, idempotency_key, "POST /api/payments/local/confirm", body, run
+    )
+
+
+@router.post(
+    "/payments/webhook/{provider}",
+    response_model=WebhookOut,
+    summary="Provider events, signature verified and applied once",
+    description=(
+        f"`local` events are signed with the `{SIGNATURE_HEADER}` header "
+        "(`t=<unix time>,v1=<hex HMAC-SHA256>` over `<t>.<body>`, five minutes' tolerance)."
+    ),
+    responses={
+        400: {"description": "invalid_signature / invalid_webhook_payload"},
+        404: {"description": "unknown_provider"},
+    },
+)
+async def webhook(
+    request: Request,
+    session: SessionDep,
+    ctx: PaymentCtx,
+    provider: Annotated[str, Path(max_length=32)],
+) -> WebhookOut:
+    duplicate = await service.handle_webhook(
+        session, ctx, provider, request.headers, await request.body()
+    )
+    return WebhookOut(received=True, duplicate=duplicate)
+
+
+@router.post(
+    "/payments/refund",
+    response_model=RefundOut,
+    summary="Refund a booking, whole or by seat (staff any time, the owner until the cut-off)",
+    responses={
+        403: {"description": "only staff may refund an amount"},
+        404: {"description": "not_found"},
+        409: {"description": "refund_not_allowed / refund_exceeds_payment"},
+    },
+)
+async def refund(
+    body: RefundIn,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    ctx: PaymentCtx,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    is_staff = await has_permission(request, session, user, Permission.REFUNDS_ISSUE)
+
+    async def run() -> RefundOut:
+        result = await refund_booking(
+            session,
+            request.app.state.settings,
+            ctx,
+            user,
+            is_staff=is_staff,
+            booking_id=body.booking_id,
+            amount=body.amount,
+            reason=body.reason,
+            seat_numbers=body.seat_numbers,
+        )
+        return RefundOut(
+            refund_id=result.refund.id,
+            booking_id=result.booking.id,
+            amount=result.refund.amount,
+            fee=result.refund.fee,
+            currency=result.booking.currency,
+            status=result.refund.status,
+            seat_numbers=result.seat_labels,
+            booking_status=result.booking.status,
+        )
+
+    return await _once(session, user, idempotency_key, "POST /api/payments/refund", body, run)

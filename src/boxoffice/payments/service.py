@@ -1,0 +1,637 @@
+"""Payments: intents, the payment state machine, provider events and refunds.
+
+State machine (`TRANSITIONS`): pending -> succeeded | failed | cancelled; succeeded ->
+partially_refunded | refunded; partially_refunded -> partially_refunded | refunded. Every change
+is one conditional UPDATE (`WHERE id = ? AND status IN (allowed sources)`), so of two racing
+callers exactly one moves the payment; the other sees the new state (a repeat: no-op) or gets
+409 `illegal_payment_transition`.
+
+As with Stripe, a declined card fails the attempt, not the intent: the failure code is recorded
+and the payment stays pending, to be confirmed again. `failed` is for providers whose failures
+are final (e.g. a denied PayPal capture).
+
+Provider events are stored by (provider, event id) before they are applied, so a redelivery is
+a no-op. Out of order:
+- success after cancel/failure: the money is refunded at once (payment ends `refunded`);
+- a refund reported before the success: stored, and applied when the success arrives; if the
+  whole amount was refunded the booking is not confirmed (nobody paid for it);
+- a refund reported for a succeeded payment beyond what we refunded (a dashboard refund) is
+  recorded as a Refund of money only; booking-side effects are not applied here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, cast
+
+import structlog
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.booking.models import Booking, BookingStatus
+from boxoffice.config import Settings
+from boxoffice.core.clock import utcnow
+from boxoffice.core.errors import BoxofficeError
+from boxoffice.payments.exceptions import (
+    BookingExpired,
+    BookingNotFound,
+    BookingNotPaid,
+    BookingNotPayable,
+    CardDeclined,
+    IllegalPaymentTransition,
+    InvalidRefundAmount,
+    NothingToPay,
+    PaymentNotFound,
+    ProviderNotConfigured,
+    RefundExceedsPayment,
+    RefundFailed,
+    UnknownProvider,
+)
+from boxoffice.payments.models import Payment, PaymentEvent, PaymentStatus, Refund
+from boxoffice.payments.providers.base import (
+    EventType,
+    PaymentProvider,
+    ProviderEvent,
+    RefundStatus,
+)
+from boxoffice.payments.providers.local import LOCAL, LocalProvider
+
+log = structlog.get_logger(__name__)
+
+# target state -> the states it may be reached from
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PaymentStatus.SUCCEEDED: frozenset({PaymentStatus.PENDING}),
+    PaymentStatus.FAILED: frozenset({PaymentStatus.PENDING}),
+    PaymentStatus.CANCELLED: frozenset({PaymentStatus.PENDING}),
+    PaymentStatus.PARTIALLY_REFUNDED: frozenset(
+        {PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED}
+    ),
+    PaymentStatus.REFUNDED: frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED}),
+}
+MONEY_TAKEN = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
+)
+REFUNDABLE = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED})
+NOT_PAID = frozenset({PaymentStatus.CANCELLED, PaymentStatus.FAILED})
+
+
+# ---------------------------------------------------------------------------------------------
+# Providers and context
+
+
+class ProviderRegistry:
+    """The providers this app may use, by name, and the one new payments go to."""
+
+    def __init__(self, providers: Mapping[str, PaymentProvider], default: str) -> None:
+        self._providers = dict(providers)
+        self.default_name = default
+
+    def default(self) -> PaymentProvider:
+        provider = self._providers.get(self.default_name)
+        if provider is None:
+            raise ProviderNotConfigured(
+                f"The payment provider {self.default_name!r} (BOXOFFICE_PAYMENT_PROVIDER) is "
+                "not configured on this server."
+            )
+        return provider
+
+    def get(self, name: str) -> PaymentProvider:
+        provider = self._providers.get(name)
+        if provider is None:
+            raise UnknownProvider(f"No payment provider {name[:32]!r} is configured here.")
+        return provider
+
+
+def build_registry(settings: Settings, signing_key: str | None = None) -> ProviderRegistry:
+    providers: dict[str, PaymentProvider] = {}
+    # Only when chosen: the local provider's test cards pay for anything.
+    if settings.payment_provider == LOCAL:
+        providers[LOCAL] = LocalProvider(signing_key or settings.signing_key())
+    return ProviderRegistry(providers, settings.payment_provider)
+
+
+_current_context: ContextVar[PaymentContext | None] = ContextVar("payment_context", default=None)
+
+
+@dataclass(frozen=True)
+class PaymentContext:
+    """Settings and providers of one app; routers get it with `PaymentContext.of(app)`."""
+
+    settings: Settings
+    registry: ProviderRegistry = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.registry is None:
+            object.__setattr__(self, "registry", build_registry(self.settings))
+
+    @classmethod
+    def of(cls, app: Any) -> PaymentContext:
+        """The app's context, built once and kept on `app.state`."""
+        ctx: PaymentContext | None = getattr(app.state, "payment_context", None)
+        if ctx is None:
+            settings: Settings = app.state.settings
+            signing_key: str | None = getattr(app.state, "signing_key", None)
+            ctx = cls(settings, build_registry(settings, signing_key))
+            app.state.payment_context = ctx
+        return ctx
+
+    @classmethod
+    def current(cls) -> PaymentContext:
+        """The context of the payment being applied (for the success handler)."""
+        ctx = _current_context.get()
+        if ctx is None:
+            raise RuntimeError("no payment operation in progress")
+        return ctx
+
+    def provider(self, name: str | None = None) -> PaymentProvider:
+        """The named provider (404 `unknown_provider`), or the default one for new payments
+        (503 `payment_provider_not_configured`)."""
+        return self.registry.default() if name is None else self.registry.get(name)
+
+
+SuccessHandler = Callable[[AsyncSession, uuid.UUID, Payment], Awaitable[bool]]
+_success_handler: SuccessHandler | None = None
+
+
+def set_success_handler(handler: SuccessHandler | None) -> None:
+    """Booking registers what a successful payment does (confirm the booking) at start-up."""
+    global _success_handler
+    _success_handler = handler
+
+
+def get_success_handler() -> SuccessHandler | None:
+    return _success_handler
+
+
+# ---------------------------------------------------------------------------------------------
+# State machine
+
+
+async def _apply(
+    session: AsyncSession,
+    payment: Payment,
+    to: str,
+    sources: Collection[str],
+    values: Mapping[str, Any],
+) -> bool:
+    """One conditional UPDATE; `payment` is reloaded either way. True if it moved."""
+    result = await session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status.in_(sources))
+        .values(status=to, **values),
+        execution_options={"synchronize_session": False},
+    )
+    await session.refresh(payment)
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+async def transition(session: AsyncSession, payment: Payment, to: str, **values: Any) -> bool:
+    """Move the payment to `to`: True if this call did; False if it already was there (a
+    repeated event); 409 `illegal_payment_transition` otherwise."""
+    if await _apply(session, payment, to, TRANSITIONS[to], values):
+        return True
+    if payment.status == to:
+        return False
+    raise IllegalPaymentTransition(
+        f"A {payment.status} payment cannot become {to}.", fromStatus=payment.status, toStatus=to
+    )
+
+
+async def _lock(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
+    payment = await session.scalar(
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert payment is not None
+    return payment
+
+
+async def _record_failure(session: AsyncSession, payment: Payment, code: str) -> None:
+    """A failed attempt: remembered on the payment, which stays pending."""
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status == PaymentStatus.PENDING)
+        .values(failure_code=code[:64]),
+        execution_options={"synchronize_session": False},
+    )
+    await session.refresh(payment)
+
+
+async def mark_succeeded(session: AsyncSession, ctx: PaymentContext, payment: Payment) -> bool:
+    """The provider took the money. Exactly one caller moves pending -> succeeded and runs the
+    success handler, however many webhooks and confirmations race; a success for a cancelled
+    or failed payment is refunded. True if this call applied the success."""
+    applied = await _apply(
+        session,
+        payment,
+        PaymentStatus.SUCCEEDED,
+        TRANSITIONS[PaymentStatus.SUCCEEDED],
+        {"succeeded_at": utcnow(), "failure_code": None},
+    )
+    if not applied:
+        if payment.status in NOT_PAID:
+            await _refund_late_success(session, ctx, payment)
+        return False
+    refunded_early = await _refund_total_from_events(session, payment)
+    if refunded_early is not None and refunded_early >= payment.amount:
+        # Refunded in full at the provider before its success reached us: nothing to honour.
+        await _record_provider_refund(session, payment, refunded_early)
+        return True
+    if _success_handler is None:
+        raise RuntimeError("no payment success handler registered")
+    token = _current_context.set(ctx)
+    try:
+        await _success_handler(session, payment.booking_id, payment)
+    finally:
+        _current_context.reset(token)
+    if refunded_early is not None:
+        await _record_provider_refund(session, payment, refunded_early)
+    return True
+
+
+async def _refund_late_success(
+    session: AsyncSession, ctx: PaymentContext, payment: Payment
+) -> None:
+    """Money arrived for a payment we had cancelled (or given up on): give it back."""
+    payment = await _lock(session, payment.id)
+    if payment.status not in NOT_PAID:
+        return
+    already = min(await _refund_total_from_events(session, payment) or Decimal(0), payment.amount)
+    if already > 0:
+        session.add(_provider_refund_row(payment, already))
+    if already < payment.amount:
+        result = await ctx.provider(payment.provider).refund(
+            payment.provider_ref,
+            payment.amount - already,
+            payment.currency,
+            f"payment-{payment.id}-late-success",
+        )
+        session.add(
+            Refund(
+                payment_id=payment.id,
+                booking_id=payment.booking_id,
+                amount=payment.amount - already,
+                reason=f"paid after the payment was {payment.status}",
+                status=result.status,
+                provider_ref=result.provider_ref,
+                seat_labels=[],
+            )
+        )
+    log.warning("late_payment_refunded", payment_id=str(payment.id), was=payment.status)
+    await _apply(
+        session,
+        payment,
+        PaymentStatus.REFUNDED,
+        NOT_PAID,
+        {"refunded_amount": payment.amount, "succeeded_at": utcnow()},
+    )
+
+
+def _provider_refund_row(payment: Payment, amount: Decimal) -> Refund:
+    return Refund(
+        payment_id=payment.id,
+        booking_id=payment.booking_id,
+        amount=amount,
+        reason="refunded at the payment provider",
+        status=RefundStatus.SUCCEEDED,
+        seat_labels=[],
+    )
+
+
+async def _refund_total_from_events(session: AsyncSession, payment: Payment) -> Decimal | None:
+    """The highest refunded total the provider reported for this payment, if any."""
+    payloads = (
+        await session.scalars(
+            select(PaymentEvent.payload).where(
+                PaymentEvent.payment_id == payment.id,
+                PaymentEvent.event_type == EventType.REFUNDED,
+            )
+        )
+    ).all()
+    totals = [
+        Decimal(p["amount"]) if p.get("amount") is not None else payment.amount for p in payloads
+    ]
+    return max(totals) if totals else None
+
+
+async def _record_provider_refund(session: AsyncSession, payment: Payment, total: Decimal) -> None:
+    """The provider says `total` has been refunded so far: record what we did not know of
+    (a refund made in the provider's dashboard). Our own refunds are already counted, so
+    their echo changes nothing."""
+    payment = await _lock(session, payment.id)
+    if payment.status not in REFUNDABLE:
+        return
+    total = min(total, payment.amount)
+    delta = total - payment.refunded_amount
+    if delta <= 0:
+        return
+    session.add(_provider_refund_row(payment, delta))
+    log.warning("refund_made_at_provider", payment_id=str(payment.id), amount=str(delta))
+    to = PaymentStatus.REFUNDED if total >= payment.amount else PaymentStatus.PARTIALLY_REFUNDED
+    await transition(session, payment, to, refunded_amount=total)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intents
+
+
+async def create_intent(session: AsyncSession, ctx: PaymentContext, booking: Booking) -> Payment:
+    """The booking's pending payment with the configured provider, created when there is none.
+
+    The booking row is locked so two concurrent calls cannot make two payable intents.
+    """
+    provider = ctx.provider()
+    await session.execute(select(Booking.id).where(Booking.id == booking.id).with_for_update())
+    payments = (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.booking_id == booking.id)
+            .order_by(Payment.created_at)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    if any(p.status in MONEY_TAKEN for p in payments):
+        raise BookingNotPayable("The booking is already paid.", bookingStatus=booking.status)
+    for payment in payments:
+        if payment.status == PaymentStatus.PENDING:
+            if payment.provider == provider.name:
+                return payment
+            await _cancel(session, ctx, payment)  # the provider was switched meanwhile
+    if booking.final_amount <= 0:
+        raise NothingToPay("The booking's total is zero.")
+    result = await provider.create_intent(
+        booking.final_amount,
+        booking.currency,
+        booking.id,
+        # Stable for a retried transaction: the provider returns the same intent.
+        f"booking-{booking.id}-intent-{len(payments) + 1}",
+    )
+    payment = Payment(
+        booking_id=booking.id,
+        provider=provider.name,
+        provider_ref=result.provider_ref,
+        client_secret=result.client_secret,
+        status=PaymentStatus.PENDING,
+        amount=booking.final_amount,
+        refunded_amount=Decimal("0.00"),
+        currency=booking.currency,
+    )
+    session.add(payment)
+    await session.flush()
+    return payment
+
+
+async def create_intent_for_customer(
+    session: AsyncSession, ctx: PaymentContext, *, user_id: uuid.UUID, booking_id: uuid.UUID
+) -> Payment:
+    """`POST /api/payments/create-intent`: the owner's pending booking, before its deadline."""
+    booking = await session.scalar(
+        select(Booking)
+        .where(Booking.id == booking_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if booking is None or booking.user_id != user_id:
+        raise BookingNotFound("No such booking.")
+    if booking.status == BookingStatus.EXPIRED or (
+        booking.status == BookingStatus.PENDING and booking.expires_at <= utcnow()
+    ):
+        raise BookingExpired("The booking's payment deadline has passed; book again.")
+    if booking.status != BookingStatus.PENDING:
+        raise BookingNotPayable(
+            f"A {booking.status} booking cannot be paid.", bookingStatus=booking.status
+        )
+    return await create_intent(session, ctx, booking)
+
+
+async def _cancel(session: AsyncSession, ctx: PaymentContext, payment: Payment) -> None:
+    if not await _apply(session, payment, PaymentStatus.CANCELLED, {PaymentStatus.PENDING}, {}):
+        return
+    try:
+        await ctx.provider(payment.provider).cancel(payment.provider_ref)
+    except BoxofficeError as exc:
+        # Cancelled here regardless: should the provider still take the money, the success
+        # event finds a cancelled payment and refunds it.
+        log.warning("intent_cancel_failed", payment_id=str(payment.id), error=exc.code)
+
+
+async def cancel_intent(session: AsyncSession, ctx: PaymentContext, booking_id: uuid.UUID) -> None:
+    """The booking was cancelled or expired: its pending payments can no longer be paid."""
+    pending = (
+        await session.scalars(
+            select(Payment).where(
+                Payment.booking_id == booking_id, Payment.status == PaymentStatus.PENDING
+            )
+        )
+    ).all()
+    for payment in pending:
+        await _cancel(session, ctx, payment)
+
+
+async def succeeded_payment(session: AsyncSession, booking_id: uuid.UUID) -> Payment | None:
+    """The payment that took the booking's money (possibly refunded since), if any."""
+    return await session.scalar(
+        select(Payment)
+        .where(Payment.booking_id == booking_id, Payment.status.in_(MONEY_TAKEN))
+        .order_by(Payment.succeeded_at.desc())
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class LocalConfirmation:
+    payment: Payment
+    booking_status: str
+
+
+async def confirm_local(
+    session: AsyncSession,
+    ctx: PaymentContext,
+    *,
+    user_id: uuid.UUID,
+    provider_ref: str,
+    card: str | None,
+) -> LocalConfirmation:
+    """The local provider's card form: 402 on a declined card (the intent stays pending);
+    on success the booking is confirmed through the same path a webhook takes. Confirming a
+    payment that already succeeded answers its state again without charging."""
+    provider = ctx.provider(LOCAL)
+    payment = await session.scalar(
+        select(Payment)
+        .where(Payment.provider == LOCAL, Payment.provider_ref == provider_ref)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    booking = await session.get(Booking, payment.booking_id) if payment is not None else None
+    if payment is None or booking is None or booking.user_id != user_id:
+        raise PaymentNotFound("No such payment intent.")
+    if payment.status == PaymentStatus.PENDING:
+        result = await provider.confirm(provider_ref, card)
+        if not result.succeeded:
+            code = result.failure_code or "card_declined"
+            await _record_failure(session, payment, code)
+            raise CardDeclined(
+                result.message, code=code, paymentIntentId=provider_ref, bookingId=str(booking.id)
+            )
+        await mark_succeeded(session, ctx, payment)
+    elif payment.status not in MONEY_TAKEN:
+        raise IllegalPaymentTransition(
+            f"The payment was {payment.status}; create a new intent.",
+            fromStatus=payment.status,
+            toStatus=PaymentStatus.SUCCEEDED,
+        )
+    booking_status = await session.scalar(select(Booking.status).where(Booking.id == booking.id))
+    assert booking_status is not None
+    return LocalConfirmation(payment, booking_status)
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhooks
+
+
+async def handle_webhook(
+    session: AsyncSession,
+    ctx: PaymentContext,
+    provider_name: str,
+    headers: Mapping[str, str],
+    raw_body: bytes,
+) -> bool:
+    """Verify, store and apply one provider event. True when it was a redelivery (nothing
+    done). Events about unknown payments are stored and otherwise ignored."""
+    provider = ctx.provider(provider_name)
+    event = await provider.verify_webhook(headers, raw_body)
+    payment = None
+    if event.provider_ref:
+        # Locked first, so a redelivery racing this one waits and then finds the stored event.
+        payment = await session.scalar(
+            select(Payment)
+            .where(Payment.provider == provider.name, Payment.provider_ref == event.provider_ref)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    try:
+        async with session.begin_nested():
+            session.add(
+                PaymentEvent(
+                    provider=provider.name,
+                    event_id=event.event_id,
+                    event_type=event.type,
+                    payment_id=payment.id if payment is not None else None,
+                    payload={
+                        "providerRef": event.provider_ref,
+                        "amount": str(event.amount) if event.amount is not None else None,
+                        "failureCode": event.failure_code,
+                        "event": dict(event.data),
+                    },
+                )
+            )
+            await session.flush()
+    except IntegrityError:
+        return True
+    if payment is None:
+        log.info("payment_event_unmatched", provider=provider.name, event_type=event.type)
+        return False
+    await _apply_event(session, ctx, payment, event)
+    return False
+
+
+async def _apply_event(
+    session: AsyncSession, ctx: PaymentContext, payment: Payment, event: ProviderEvent
+) -> None:
+    # A webhook answers 200 even when its event no longer fits (e.g. canceled after success):
+    # an error would only make the provider redeliver it for days. It stays stored and logged.
+    if event.type == EventType.SUCCEEDED:
+        await mark_succeeded(session, ctx, payment)
+    elif event.type == EventType.PAYMENT_FAILED:
+        await _record_failure(session, payment, event.failure_code or "payment_failed")
+    elif event.type == EventType.CANCELED:
+        try:
+            await transition(session, payment, PaymentStatus.CANCELLED)
+        except IllegalPaymentTransition:
+            log.warning("payment_event_out_of_place", payment_id=str(payment.id), type=event.type)
+    elif event.type == EventType.REFUNDED:
+        # Before the success it stays stored until `mark_succeeded` applies it.
+        total = event.amount if event.amount is not None else payment.amount
+        await _record_provider_refund(session, payment, total)
+    else:
+        log.info("payment_event_stored_only", payment_id=str(payment.id), type=event.type)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refunds
+
+
+async def refund(
+    session: AsyncSession,
+    ctx: PaymentContext,
+    booking: Booking,
+    amount: Decimal,
+    *,
+    reason: str | None,
+    seat_labels: list[str],
+    requested_by: uuid.UUID | None,
+    fee: Decimal = Decimal("0"),
+) -> Refund:
+    """Give `amount` of the booking's payment back (money only; `fee` is what was kept, for
+    the record). The payment row is locked before the provider is called, so concurrent
+    refunds run one after another and never return more than was paid: 409
+    `refund_exceeds_payment`."""
+    if amount <= 0:
+        raise InvalidRefundAmount("A refund must be a positive amount.")
+    payments = (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.booking_id == booking.id)
+            .order_by(Payment.created_at, Payment.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    if not payments:
+        raise BookingNotPaid("The booking has no payment.")
+    payment = next((p for p in payments if p.status in MONEY_TAKEN), payments[-1])
+    if payment.status not in MONEY_TAKEN:
+        raise IllegalPaymentTransition(
+            f"A {payment.status} payment cannot be refunded.",
+            fromStatus=payment.status,
+            toStatus=PaymentStatus.REFUNDED,
+        )
+    remaining = payment.amount - payment.refunded_amount
+    if amount > remaining:
+        raise RefundExceedsPayment(
+            f"At most {remaining:.2f} {payment.currency} is left to refund.",
+            refundable=f"{remaining:.2f}",
+        )
+    result = await ctx.provider(payment.provider).refund(
+        payment.provider_ref,
+        amount,
+        payment.currency,
+        # Stable for a retried transaction, distinct for each later refund.
+        f"payment-{payment.id}-refund-{payment.refunded_amount}-{amount}",
+    )
+    if result.status == RefundStatus.FAILED:
+        raise RefundFailed("The payment provider refused the refund.")
+    record = Refund(
+        payment_id=payment.id,
+        booking_id=booking.id,
+        amount=amount,
+        fee=fee,
+        reason=reason[:500] if reason else None,
+        status=result.status,
+        provider_ref=result.provider_ref,
+        seat_labels=list(seat_labels),
+        requested_by=requested_by,
+    )
+    session.add(record)
+    total = payment.refunded_amount + amount
+    to = PaymentStatus.REFUNDED if total >= payment.amount else PaymentStatus.PARTIALLY_REFUNDED
+    await transition(session, payment, to, refunded_amount=total)
+    await session.flush()
+    return record

@@ -222,3 +222,16 @@ async def test_overlapping_holds_in_opposite_orders_do_not_deadlock(
     codes = Counter(r.status_code for r in responses)
     assert codes[201] == 1, codes
     assert codes[409] == len(users) - 1, codes
+
+
+async def test_verified_email_can_be_required_for_booking(
+    make_client: Callable[..., Awaitable[httpx.AsyncClient]], app: FastAPI
+) -> None:
+    client = await make_client(require_verified_email=True)
+    show = await seed_showtime(app)
+    unverified = await make_user(app, verified=False)
+    verified = await make_user(app)
+    refused = await hold(client, unverified.headers, show.showtime_id, "A1")
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "email_not_verified"
+    assert (await hold(client, verified.headers, show.showtime_id, "A1")).status_code == 201

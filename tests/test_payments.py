@@ -53,7 +53,9 @@ async def confirmations(app: FastAPI) -> AsyncIterator[list[uuid.UUID]]:
     booking id of every *committed* run."""
     committed: list[uuid.UUID] = []
 
-    async def handler(session: AsyncSession, booking_id: uuid.UUID, payment: Payment) -> bool:
+    async def handler(
+        session: AsyncSession, ctx: service.PaymentContext, booking_id: uuid.UUID, payment: Payment
+    ) -> bool:
         assert payment.status == PaymentStatus.SUCCEEDED
         await session.execute(
             update(Booking)

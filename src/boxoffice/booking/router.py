@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from boxoffice.accounts.deps import CurrentUser, has_permission
+from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.booking import holds, service
 from boxoffice.booking.exceptions import BookingNotFound
@@ -33,11 +34,22 @@ from boxoffice.booking.schemas import (
 )
 from boxoffice.core import idempotency
 from boxoffice.core.db import SessionDep
+from boxoffice.core.errors import Forbidden
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams
 from boxoffice.payments.service import PaymentContext
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["booking"])
+
+
+async def _customer_who_may_book(request: Request, user: CurrentUser) -> User:
+    """With BOXOFFICE_REQUIRE_VERIFIED_EMAIL, only verified addresses may hold and book."""
+    if request.app.state.settings.require_verified_email and user.email_verified_at is None:
+        raise Forbidden("Confirm your email address before booking.", code="email_not_verified")
+    return user
+
+
+Booker = Annotated[User, Depends(_customer_who_may_book)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -88,7 +100,7 @@ def booking_out(view: service.BookingView) -> BookingOut:
     responses={409: {"description": "seats_unavailable or showtime_closed"}},
 )
 async def lock_seats(
-    body: LockSeatsIn, request: Request, user: CurrentUser, session: SessionDep
+    body: LockSeatsIn, request: Request, user: Booker, session: SessionDep
 ) -> HoldOut:
     hold = await holds.lock_seats(
         session, request.app.state.settings, user.id, body.showtime_id, body.seat_numbers
@@ -103,7 +115,7 @@ async def lock_seats(
     summary="Hold the best available adjacent seats",
 )
 async def lock_best(
-    body: LockBestIn, request: Request, user: CurrentUser, session: SessionDep
+    body: LockBestIn, request: Request, user: Booker, session: SessionDep
 ) -> HoldOut:
     hold = await holds.lock_best(
         session,
@@ -144,7 +156,7 @@ async def release_lock(lock_token: uuid.UUID, user: CurrentUser, session: Sessio
 async def create_booking(
     body: BookingIn,
     request: Request,
-    user: CurrentUser,
+    user: Booker,
     session: SessionDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:

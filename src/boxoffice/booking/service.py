@@ -279,7 +279,10 @@ async def lock_booking(session: AsyncSession, booking_id: uuid.UUID) -> Booking:
 
 
 async def confirm_paid_booking(
-    session: AsyncSession, booking_id: uuid.UUID, payment: Payment
+    session: AsyncSession,
+    payment_ctx: payments.PaymentContext,
+    booking_id: uuid.UUID,
+    payment: Payment,
 ) -> bool:
     """A payment succeeded: confirm the booking, sell its seats and issue tickets — or, when
     its seats went to someone else meanwhile (it had expired), refund at once.
@@ -302,7 +305,7 @@ async def confirm_paid_booking(
     log.warning("paid_booking_not_honoured", booking_id=str(booking.id), status=booking.status)
     await payments.refund(
         session,
-        payments.PaymentContext.current(),
+        payment_ctx,
         booking,
         payment.amount - payment.refunded_amount,
         reason="seats no longer available when the payment arrived",

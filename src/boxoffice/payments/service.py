@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
@@ -115,9 +114,6 @@ def build_registry(settings: Settings, signing_key: str | None = None) -> Provid
     return ProviderRegistry(providers, settings.payment_provider)
 
 
-_current_context: ContextVar[PaymentContext | None] = ContextVar("payment_context", default=None)
-
-
 @dataclass(frozen=True)
 class PaymentContext:
     """Settings and providers of one app; routers get it with `PaymentContext.of(app)`."""
@@ -140,21 +136,13 @@ class PaymentContext:
             app.state.payment_context = ctx
         return ctx
 
-    @classmethod
-    def current(cls) -> PaymentContext:
-        """The context of the payment being applied (for the success handler)."""
-        ctx = _current_context.get()
-        if ctx is None:
-            raise RuntimeError("no payment operation in progress")
-        return ctx
-
     def provider(self, name: str | None = None) -> PaymentProvider:
         """The named provider (404 `unknown_provider`), or the default one for new payments
         (503 `payment_provider_not_configured`)."""
         return self.registry.default() if name is None else self.registry.get(name)
 
 
-SuccessHandler = Callable[[AsyncSession, uuid.UUID, Payment], Awaitable[bool]]
+SuccessHandler = Callable[[AsyncSession, "PaymentContext", uuid.UUID, Payment], Awaitable[bool]]
 _success_handler: SuccessHandler | None = None
 
 
@@ -246,11 +234,7 @@ async def mark_succeeded(session: AsyncSession, ctx: PaymentContext, payment: Pa
         return True
     if _success_handler is None:
         raise RuntimeError("no payment success handler registered")
-    token = _current_context.set(ctx)
-    try:
-        await _success_handler(session, payment.booking_id, payment)
-    finally:
-        _current_context.reset(token)
+    await _success_handler(session, ctx, payment.booking_id, payment)
     if refunded_early is not None:
         await _record_provider_refund(session, payment, refunded_early)
     return True

@@ -202,6 +202,9 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
+        # No background expiry sweeping the shared database under other tests; tests of the
+        # job run it themselves or ask for it with `make_client(expiry_interval_seconds=1)`.
+        "expiry_interval_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -103,7 +103,9 @@ async def refund_booking(
     refundable = booking.final_amount - booking.refunded_amount
     seats_value = sum((line.unit_price for line in chosen), Decimal("0.00"))
     fee = Decimal("0.00") if is_staff else _fee(settings, seats_value, showtime.start_time, now)
-    to_refund = amount if amount is not None else seats_value - fee
+    # Seats are refunded at their price less the fee, but never more than is left of the
+    # payment (a goodwill refund may already have returned part of it).
+    to_refund = amount if amount is not None else min(seats_value - fee, refundable)
     if to_refund <= 0:
         raise Unprocessable(
             "Nothing to refund after the cancellation fee.", code="nothing_to_refund"

@@ -152,17 +152,22 @@ async def create_booking(
     ]
     session.add_all(lines)
     hold.status = HoldStatus.CONVERTED
-    # The hold now lasts until the payment deadline and points at the booking.
-    await session.execute(
+    # The hold now lasts until the payment deadline and points at the booking. Conditional on
+    # the hold being alive *now*: the check above did not lock the rows, so a seat whose hold
+    # ran out meanwhile may have gone to someone else (then nothing is booked).
+    extended = await session.execute(
         update(ShowtimeSeat)
         .where(
             ShowtimeSeat.showtime_id == showtime.id,
             ShowtimeSeat.hold_id == hold.id,
             ShowtimeSeat.status == SeatStatus.HELD,
+            ShowtimeSeat.held_until > now,
         )
         .values(held_until=booking.expires_at, booking_id=booking.id),
         execution_options={"synchronize_session": False},
     )
+    if extended.rowcount != len(seats):  # type: ignore[attr-defined]
+        raise HoldExpired("The hold has expired; hold the seats again.")
     await session.flush()
     payment = await payments.create_intent(session, payment_ctx, booking)
     return BookingView(booking, lines, booking.status), payment

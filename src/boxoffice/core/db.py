@@ -7,6 +7,8 @@ happen only if the data is really stored (mail, jobs) is registered with `after_
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -203,6 +205,10 @@ class Database:
         )
         self._writer = async_sessionmaker(engine, expire_on_commit=False)
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
+        # SQLite has one writer at a time. This process's writers take turns here, first come
+        # first served, rather than all polling the file lock (busy_timeout): a poller keeps
+        # losing to newcomers under load until its timeout ends in "database is locked".
+        self._write_turn = asyncio.Lock() if self.backend == "sqlite" else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -216,19 +222,25 @@ class Database:
         a token family) keeps its writes although the request answers with an error.
         """
         session = (self._writer if write else self._reader)()
+        turn = self._write_turn if write and self._write_turn else contextlib.nullcontext()
         try:
-            yield session
-            await session.commit()
-        except BaseException as exc:
-            if isinstance(exc, BoxofficeError) and exc.commit:
-                await session.commit()
+            async with turn:
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException as exc:
+                    if isinstance(exc, BoxofficeError) and exc.commit:
+                        await session.commit()
+                    else:
+                        await session.rollback()
+                    raise
+                finally:
+                    await session.close()
+        except BoxofficeError as exc:
+            if exc.commit:
                 await _run_after_commit(session)
-            else:
-                await session.rollback()
             raise
-        finally:
-            await session.close()
-        await _run_after_commit(session)
+        await _run_after_commit(session)  # outside the turn: mail may be slow
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -3,6 +3,12 @@
 The database aborted the whole transaction, so nothing was stored and no after-commit work
 ran: running the handler again (with a fresh session) is safe. The request body is cached by
 the framework, so it can be read again.
+
+Each attempt gets its own stack for function-scoped dependencies (the session), closed before
+the next attempt starts: the failed attempt's session is rolled back and its connection given
+back first. Otherwise it stays open until the request ends, holding its connection and, when
+the deadlock hit inside a savepoint, the row locks taken before it, which the retry then
+waits for forever.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
@@ -31,7 +38,10 @@ class RetryingRoute(APIRoute):
         async def retrying_handler(request: Request) -> Response:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 try:
-                    return await handler(request)
+                    # Closing the stack commits (or rolls back) the attempt's session.
+                    async with AsyncExitStack() as function_stack:
+                        request.scope["fastapi_function_astack"] = function_stack
+                        return await handler(request)
                 except DBAPIError as exc:
                     if attempt == MAX_ATTEMPTS or not is_retryable(exc):
                         raise

@@ -429,6 +429,23 @@ async def succeeded_payment(session: AsyncSession, booking_id: uuid.UUID) -> Pay
     )
 
 
+async def _lock_by_ref(
+    session: AsyncSession, provider_name: str, provider_ref: str
+) -> Payment | None:
+    """The payment of a provider intent, locked after its booking row. Whatever changes a
+    booking and its payment (refunds, cancellation, the expiry job) locks the booking first;
+    locking the payment first, a payment arriving as its booking expires deadlocked with the
+    expiry job."""
+    by_ref = (Payment.provider == provider_name, Payment.provider_ref == provider_ref)
+    booking_id = await session.scalar(select(Payment.booking_id).where(*by_ref))
+    if booking_id is None:
+        return None
+    await session.execute(select(Booking.id).where(Booking.id == booking_id).with_for_update())
+    return await session.scalar(
+        select(Payment).where(*by_ref).with_for_update().execution_options(populate_existing=True)
+    )
+
+
 @dataclass(frozen=True)
 class LocalConfirmation:
     payment: Payment
@@ -447,12 +464,7 @@ async def confirm_local(
     on success the booking is confirmed through the same path a webhook takes. Confirming a
     payment that already succeeded answers its state again without charging."""
     provider = ctx.provider(LOCAL)
-    payment = await session.scalar(
-        select(Payment)
-        .where(Payment.provider == LOCAL, Payment.provider_ref == provider_ref)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    payment = await _lock_by_ref(session, LOCAL, provider_ref)
     booking = await session.get(Booking, payment.booking_id) if payment is not None else None
     if payment is None or booking is None or booking.user_id != user_id:
         raise PaymentNotFound("No such payment intent.")
@@ -494,12 +506,7 @@ async def handle_webhook(
     payment = None
     if event.provider_ref:
         # Locked first, so a redelivery racing this one waits and then finds the stored event.
-        payment = await session.scalar(
-            select(Payment)
-            .where(Payment.provider == provider.name, Payment.provider_ref == event.provider_ref)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+        payment = await _lock_by_ref(session, provider.name, event.provider_ref)
     try:
         async with session.begin_nested():
             session.add(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,19 +47,63 @@ def check_open_for_sale(showtime: Showtime, settings: Settings, now: dt.datetime
         raise ShowtimeClosed("Sales for this showtime are closed.", closedAt=closes.isoformat())
 
 
-async def _release_user_holds(
-    session: AsyncSession, user_id: uuid.UUID, showtime_id: uuid.UUID
+async def lock_seat_rows(
+    session: AsyncSession,
+    showtime_ids: Collection[uuid.UUID],
+    *,
+    seat_ids: Collection[uuid.UUID] = (),
+    hold_ids: Collection[uuid.UUID] = (),
+    booking_ids: Collection[uuid.UUID] = (),
 ) -> None:
-    """One live hold per customer and showtime: a new hold replaces the old one."""
-    old = (
-        await session.scalars(
-            select(Hold.id).where(
-                Hold.user_id == user_id,
-                Hold.showtime_id == showtime_id,
-                Hold.status == HoldStatus.ACTIVE,
-            )
+    """Lock the inventory rows an UPDATE is about to change, in (showtime, seat) order.
+
+    PostgreSQL's UPDATE locks rows in the order its plan reads them (often the physical
+    order, which changes as rows are rewritten), not in the order of its IN list, so
+    overlapping holds deadlocked under load. Writers that lock their rows here first, all in
+    one order, cannot deadlock over seats. MySQL's UPDATE already locks in primary-key order
+    (and a locking read there would wait for every row of the showtime it scans); SQLite has
+    one writer at a time.
+    """
+    which = [
+        column.in_(list(ids))
+        for column, ids in (
+            (ShowtimeSeat.seat_id, seat_ids),
+            (ShowtimeSeat.hold_id, hold_ids),
+            (ShowtimeSeat.booking_id, booking_ids),
         )
-    ).all()
+        if ids
+    ]
+    if not which or session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        select(ShowtimeSeat.seat_id)
+        .where(ShowtimeSeat.showtime_id.in_(list(showtime_ids)), or_(*which))
+        .order_by(ShowtimeSeat.showtime_id, ShowtimeSeat.seat_id)
+        .with_for_update()
+    )
+
+
+async def _live_holds(
+    session: AsyncSession, user_id: uuid.UUID, showtime_id: uuid.UUID
+) -> list[uuid.UUID]:
+    return list(
+        (
+            await session.scalars(
+                select(Hold.id).where(
+                    Hold.user_id == user_id,
+                    Hold.showtime_id == showtime_id,
+                    Hold.status == HoldStatus.ACTIVE,
+                )
+            )
+        ).all()
+    )
+
+
+async def _release_user_holds(
+    session: AsyncSession, showtime_id: uuid.UUID, old: Sequence[uuid.UUID]
+) -> None:
+    """One live hold per customer and showtime: a new hold replaces the old one. The caller
+    has locked the old holds' rows."""
     if old:
         await _free_rows(session, showtime_id, list(old))
         await session.execute(
@@ -93,9 +137,8 @@ async def _take_seats(
 ) -> None:
     """The conditional UPDATE; raises `SeatsUnavailable` naming the seats that were taken.
 
-    Seat ids are sorted so concurrent overlapping holds lock rows in one order (no deadlock).
-    On failure the caller's transaction or savepoint must be rolled back (some rows may
-    have been taken).
+    The caller has locked the rows (`lock_seat_rows`). On failure the caller's transaction or
+    savepoint must be rolled back (some rows may have been taken).
     """
     seat_ids = sorted(seats.values())
     result = await session.execute(
@@ -162,7 +205,9 @@ async def lock_seats(
     showtime = await get_showtime(session, showtime_id)
     check_open_for_sale(showtime, settings, now)
     seats = await resolve_labels(session, showtime, wanted)
-    await _release_user_holds(session, user_id, showtime.id)
+    old = await _live_holds(session, user_id, showtime.id)
+    await lock_seat_rows(session, [showtime.id], seat_ids=seats.values(), hold_ids=old)
+    await _release_user_holds(session, showtime.id, old)
     hold = _new_hold(settings, user_id, showtime.id, wanted)
     session.add(hold)
     await session.flush()
@@ -171,8 +216,13 @@ async def lock_seats(
 
 
 async def _seat_views(
-    session: AsyncSession, showtime_id: uuid.UUID, now: dt.datetime
+    session: AsyncSession,
+    showtime_id: uuid.UUID,
+    now: dt.datetime,
+    yours: Collection[uuid.UUID] = (),
 ) -> list[SeatView]:
+    """The showtime's seats for best available; seats of `yours` (the caller's holds, about
+    to be replaced) count as free."""
     rows = await session.execute(
         select(
             Seat.id,
@@ -183,6 +233,8 @@ async def _seat_views(
             Seat.seat_class,
             ShowtimeSeat.status,
             ShowtimeSeat.held_until,
+            ShowtimeSeat.hold_id,
+            ShowtimeSeat.booking_id,
         )
         .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
         .where(ShowtimeSeat.showtime_id == showtime_id)
@@ -198,8 +250,10 @@ async def _seat_views(
             free=row.status == SeatStatus.AVAILABLE
             or (
                 row.status == SeatStatus.HELD
-                and row.held_until is not None
-                and row.held_until < now
+                and (
+                    (row.held_until is not None and row.held_until < now)
+                    or (row.hold_id in yours and row.booking_id is None)
+                )
             ),
         )
         for row in rows
@@ -223,14 +277,23 @@ async def lock_best(
         )
     showtime = await get_showtime(session, showtime_id)
     check_open_for_sale(showtime, settings, now)
-    await _release_user_holds(session, user_id, showtime.id)
-    # Seats the caller just released count as free for the new choice.
+    old = await _live_holds(session, user_id, showtime.id)
+    # Seats the caller's old hold gives back count as free for the new choice.
     candidates = choose_seats(
-        await _seat_views(session, showtime.id, now),
+        await _seat_views(session, showtime.id, now, yours=old),
         quantity,
         seat_class=seat_class,
         limit=BEST_AVAILABLE_ATTEMPTS,
     )
+    # Every row this may change is locked in one go (in order), not block by block: a lock
+    # taken after others were held could close a deadlock with another customer's hold.
+    await lock_seat_rows(
+        session,
+        [showtime.id],
+        seat_ids={seat.seat_id for block in candidates for seat in block},
+        hold_ids=old,
+    )
+    await _release_user_holds(session, showtime.id, old)
     for block in candidates:
         labels = [seat.label for seat in block]
         hold = _new_hold(settings, user_id, showtime.id, labels)
@@ -278,6 +341,7 @@ async def extend(
     expires = min(now + ttl, hold.created_at + MAX_LIFETIME_TTLS * ttl)
     if expires <= hold.expires_at:
         raise ExtensionLimit("The hold has reached its longest lifetime.")
+    await lock_seat_rows(session, [hold.showtime_id], hold_ids=[hold.id])
     result = await session.execute(
         update(ShowtimeSeat)
         .where(
@@ -302,6 +366,7 @@ async def release(session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID) -
     if hold.status == HoldStatus.CONVERTED:
         raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
     if hold.status == HoldStatus.ACTIVE:
+        await lock_seat_rows(session, [hold.showtime_id], hold_ids=[hold.id])
         await _free_rows(session, hold.showtime_id, [hold.id])
         hold.status = HoldStatus.RELEASED
 

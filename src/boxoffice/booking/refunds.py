@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
 from boxoffice.booking.exceptions import BookingNotFound, RefundNotAllowed
+from boxoffice.booking.holds import lock_seat_rows
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus
 from boxoffice.booking.service import lines_of, lock_booking
 from boxoffice.config import Settings
@@ -142,11 +143,13 @@ async def _release_seats(
         return
     for line in chosen:
         line.refunded = True
+    seat_ids = sorted(line.seat_id for line in chosen)
+    await lock_seat_rows(session, [booking.showtime_id], seat_ids=seat_ids)
     await session.execute(
         update(ShowtimeSeat)
         .where(
             ShowtimeSeat.showtime_id == booking.showtime_id,
-            ShowtimeSeat.seat_id.in_(sorted(line.seat_id for line in chosen)),
+            ShowtimeSeat.seat_id.in_(seat_ids),
             ShowtimeSeat.booking_id == booking.id,
             ShowtimeSeat.status == SeatStatus.BOOKED,
         )

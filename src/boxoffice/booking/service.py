@@ -28,7 +28,7 @@ from boxoffice.booking.exceptions import (
     HoldNotFound,
     NotSupportedYet,
 )
-from boxoffice.booking.holds import check_open_for_sale
+from boxoffice.booking.holds import check_open_for_sale, lock_seat_rows
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold, HoldStatus
 from boxoffice.booking.schemas import BookingIn
 from boxoffice.catalog.models import Movie
@@ -155,6 +155,7 @@ async def create_booking(
     # The hold now lasts until the payment deadline and points at the booking. Conditional on
     # the hold being alive *now*: the check above did not lock the rows, so a seat whose hold
     # ran out meanwhile may have gone to someone else (then nothing is booked).
+    await lock_seat_rows(session, [showtime.id], hold_ids=[hold.id])
     extended = await session.execute(
         update(ShowtimeSeat)
         .where(
@@ -247,6 +248,7 @@ async def list_user_bookings(
 
 
 async def _free_booking_seats(session: AsyncSession, booking: Booking) -> None:
+    await lock_seat_rows(session, [booking.showtime_id], booking_ids=[booking.id])
     await session.execute(
         update(ShowtimeSeat)
         .where(
@@ -331,6 +333,7 @@ async def _sell_seats(
     """All seats of the booking become `booked`, or none (savepoint)."""
     seat_ids = sorted(line.seat_id for line in lines)
     now = utcnow()
+    await lock_seat_rows(session, [booking.showtime_id], seat_ids=seat_ids)
     async with session.begin_nested() as savepoint:
         result = await session.execute(
             update(ShowtimeSeat)
@@ -364,16 +367,22 @@ async def expire_due_bookings(
     `held_until` is free to everyone already); it tidies up and cancels stale intents.
     """
     now = utcnow()
+    # The due bookings are locked in one go, skipping those locked by someone else (being paid
+    # or cancelled right now; a later run sees them), then their seats in seat order: the job
+    # waits for no booking, so a payment arriving as its booking expires cannot deadlock with it.
     due = (
-        await session.scalars(
-            select(Booking.id)
+        await session.execute(
+            select(Booking.id, Booking.showtime_id)
             .where(Booking.status == BookingStatus.PENDING, Booking.expires_at <= now)
             .order_by(Booking.expires_at)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     ).all()
+    showtime_of = {row.id: row.showtime_id for row in due}
+    await lock_seat_rows(session, set(showtime_of.values()), booking_ids=list(showtime_of))
     expired = 0
-    for booking_id in due:
+    for booking_id, showtime_id in showtime_of.items():
         result = await session.execute(
             update(Booking)
             .where(Booking.id == booking_id, Booking.status == BookingStatus.PENDING)
@@ -386,6 +395,7 @@ async def expire_due_bookings(
         await session.execute(
             update(ShowtimeSeat)
             .where(
+                ShowtimeSeat.showtime_id == showtime_id,
                 ShowtimeSeat.booking_id == booking_id,
                 ShowtimeSeat.status == SeatStatus.HELD,
                 ShowtimeSeat.held_until <= now,

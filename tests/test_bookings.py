@@ -399,6 +399,7 @@ async def test_cancelling_a_pending_booking_frees_its_seats_and_cancels_the_inte
 
     twice = await client.post(f"/api/bookings/{booking_id}/cancel", headers=ann.headers)
     assert twice.status_code == 409
+    assert twice.json()["code"] == "booking_not_cancellable"
     read = await client.get(f"/api/bookings/{booking_id}", headers=ann.headers)
     assert read.json()["booking"]["status"] == "cancelled"
 

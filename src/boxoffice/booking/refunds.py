@@ -63,7 +63,7 @@ async def refund_booking(
     if booking.user_id != user.id and not is_staff:
         raise BookingNotFound("No such booking.")
     if booking.status not in (BookingStatus.CONFIRMED, BookingStatus.USED):
-        raise RefundNotAllowed(f"A {booking.status} booking has nothing to refund.")
+        raise RefundNotAllowed(f"The booking is {booking.status}: nothing to refund.")
     if booking.status == BookingStatus.USED and not is_staff:
         raise RefundNotAllowed("The tickets were used; ask the box office.")
     showtime = await session.get(Showtime, booking.showtime_id)

@@ -12,7 +12,7 @@ from boxoffice.accounts.deps import CurrentUser, has_permission
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.booking import holds, service
-from boxoffice.booking.exceptions import BookingNotFound
+from boxoffice.booking.exceptions import BookingNotCancellable, BookingNotFound
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold
 from boxoffice.booking.refunds import refund_booking
 from boxoffice.booking.schemas import (
@@ -244,6 +244,8 @@ async def cancel_booking(
     ctx = PaymentContext.of(request.app)
     if booking.status == BookingStatus.PENDING:
         await service.cancel_pending(session, ctx, booking)
+    elif booking.status in (BookingStatus.EXPIRED, BookingStatus.CANCELLED):
+        raise BookingNotCancellable(f"The booking is already {booking.status}.")
     else:
         await refund_booking(
             session,

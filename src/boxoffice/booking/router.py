@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from boxoffice.accounts.deps import CurrentUser, has_permission
 from boxoffice.accounts.models import User
@@ -50,13 +49,6 @@ async def _customer_who_may_book(request: Request, user: CurrentUser) -> User:
 
 
 Booker = Annotated[User, Depends(_customer_who_may_book)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Repeat the request with the same key to get the first answer again.",
-    ),
-]
 
 
 def _hold_out(hold: Hold) -> HoldOut:
@@ -158,37 +150,27 @@ async def create_booking(
     request: Request,
     user: Booker,
     session: SessionDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
-    scope = "POST /api/bookings"
-    if idempotency_key is not None:
-        replay = await idempotency.claim(
-            session,
-            user_id=user.id,
-            scope=scope,
-            key=idempotency_key,
-            fingerprint=idempotency.request_fingerprint(body.model_dump(mode="json")),
+    async def run() -> BookingCreatedOut:
+        view, payment = await service.create_booking(
+            session, request.app.state.settings, PaymentContext.of(request.app), user, body
         )
-        if replay is not None:
-            return JSONResponse(replay.body, status_code=replay.status_code)
-    view, payment = await service.create_booking(
-        session, request.app.state.settings, PaymentContext.of(request.app), user, body
-    )
-    answer = BookingCreatedOut(
-        booking=booking_out(view),
-        payment_client_secret=payment.client_secret,
-        payment_intent_id=payment.provider_ref,
-    )
-    if idempotency_key is not None:
-        await idempotency.store(
-            session,
-            user_id=user.id,
-            scope=scope,
-            key=idempotency_key,
-            status_code=status.HTTP_201_CREATED,
-            body=answer.model_dump(mode="json", by_alias=True),
+        return BookingCreatedOut(
+            booking=booking_out(view),
+            payment_client_secret=payment.client_secret,
+            payment_intent_id=payment.provider_ref,
         )
-    return answer
+
+    return await idempotency.run_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        scope="POST /api/bookings",
+        body=body,
+        run=run,
+        status_code=status.HTTP_201_CREATED,
+    )
 
 
 @router.get("/bookings/{booking_id}", response_model=BookingDetailOut)

@@ -12,9 +12,13 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import ForeignKey, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,9 +26,23 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import Base, UTCDateTime
-from boxoffice.core.errors import Conflict, Unprocessable
+from boxoffice.core.errors import (
+    PROBLEM_MEDIA_TYPE,
+    BoxofficeError,
+    Conflict,
+    Unprocessable,
+    problem_response,
+)
 
 MAX_KEY_LENGTH = 200
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Repeat the request with the same key to get the first answer again.",
+    ),
+]
 
 
 class IdempotencyRecord(Base):
@@ -119,3 +137,49 @@ async def store(
     if record is not None:
         record.status_code = status_code
         record.response_body = body
+
+
+async def run_once(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    key: str | None,
+    scope: str,
+    body: BaseModel,
+    run: Callable[[], Awaitable[BaseModel]],
+    status_code: int = 200,
+) -> Any:
+    """Run the call once per Idempotency-Key: a repeat with the same body gets the first
+    answer (a kept failure such as a declined card included), another body a 422."""
+    if key is None:
+        return await run()
+    fingerprint = request_fingerprint(body.model_dump(mode="json"))
+    replay = await claim(session, user_id=user_id, scope=scope, key=key, fingerprint=fingerprint)
+    if replay is not None:
+        media_type = PROBLEM_MEDIA_TYPE if replay.status_code >= 400 else None
+        return JSONResponse(replay.body, status_code=replay.status_code, media_type=media_type)
+    try:
+        answer = await run()
+    except BoxofficeError as exc:
+        if exc.commit:  # the failure's writes are kept, so it is the answer repeats get
+            problem = problem_response(
+                None, exc.status, exc.code, exc.detail, title=exc.title, **exc.extra
+            )
+            await store(
+                session,
+                user_id=user_id,
+                scope=scope,
+                key=key,
+                status_code=exc.status,
+                body=json.loads(bytes(problem.body)),
+            )
+        raise
+    await store(
+        session,
+        user_id=user_id,
+        scope=scope,
+        key=key,
+        status_code=status_code,
+        body=answer.model_dump(mode="json", by_alias=True),
+    )
+    return answer

@@ -6,22 +6,15 @@ refund). Webhooks are deduplicated by the provider's event id instead.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Depends, Path, Request
 
 from boxoffice.accounts.deps import CurrentUser, has_permission
-from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.booking.refunds import refund_booking
 from boxoffice.core import idempotency
 from boxoffice.core.db import SessionDep
-from boxoffice.core.errors import PROBLEM_MEDIA_TYPE, BoxofficeError, problem_response
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.payments import service
 from boxoffice.payments.providers.local import SIGNATURE_HEADER
@@ -38,66 +31,12 @@ from boxoffice.payments.service import PaymentContext
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["payments"])
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Repeat the request with the same key to get the first answer again.",
-    ),
-]
-
 
 def _payment_context(request: Request) -> PaymentContext:
     return PaymentContext.of(request.app)
 
 
 PaymentCtx = Annotated[PaymentContext, Depends(_payment_context)]
-
-
-async def _once(
-    session: AsyncSession,
-    user: User,
-    key: str | None,
-    scope: str,
-    body: BaseModel,
-    run: Callable[[], Awaitable[BaseModel]],
-) -> Any:
-    """Run the call once per Idempotency-Key: a repeat with the same body gets the first
-    answer (a kept failure such as a declined card included), another body a 422."""
-    if key is None:
-        return await run()
-    fingerprint = idempotency.request_fingerprint(body.model_dump(mode="json"))
-    replay = await idempotency.claim(
-        session, user_id=user.id, scope=scope, key=key, fingerprint=fingerprint
-    )
-    if replay is not None:
-        media_type = PROBLEM_MEDIA_TYPE if replay.status_code >= 400 else None
-        return JSONResponse(replay.body, status_code=replay.status_code, media_type=media_type)
-    try:
-        answer = await run()
-    except BoxofficeError as exc:
-        if exc.commit:  # the failure's writes are kept, so it is the answer repeats get
-            problem = problem_response(
-                None, exc.status, exc.code, exc.detail, title=exc.title, **exc.extra
-            )
-            await idempotency.store(
-                session,
-                user_id=user.id,
-                scope=scope,
-                key=key,
-                status_code=exc.status,
-                body=json.loads(bytes(problem.body)),
-            )
-        raise
-    await idempotency.store(
-        session,
-        user_id=user.id,
-        scope=scope,
-        key=key,
-        status_code=200,
-        body=answer.model_dump(mode="json", by_alias=True),
-    )
-    return answer
 
 
 @router.post(
@@ -111,7 +50,7 @@ async def create_intent(
     user: CurrentUser,
     session: SessionDep,
     ctx: PaymentCtx,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
     async def run() -> IntentOut:
         payment = await service.create_intent_for_customer(
@@ -126,8 +65,13 @@ async def create_intent(
             status=payment.status,
         )
 
-    return await _once(
-        session, user, idempotency_key, "POST /api/payments/create-intent", body, run
+    return await idempotency.run_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        scope="POST /api/payments/create-intent",
+        body=body,
+        run=run,
     )
 
 
@@ -146,7 +90,7 @@ async def confirm_local(
     user: CurrentUser,
     session: SessionDep,
     ctx: PaymentCtx,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
     async def run() -> LocalConfirmOut:
         done = await service.confirm_local(
@@ -159,8 +103,13 @@ async def confirm_local(
             booking_status=done.booking_status,
         )
 
-    return await _once(
-        session, user, idempotency_key, "POST /api/payments/local/confirm", body, run
+    return await idempotency.run_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        scope="POST /api/payments/local/confirm",
+        body=body,
+        run=run,
     )
 
 
@@ -205,7 +154,7 @@ async def refund(
     user: CurrentUser,
     session: SessionDep,
     ctx: PaymentCtx,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
     is_staff = await has_permission(request, session, user, Permission.REFUNDS_ISSUE)
 
@@ -232,4 +181,11 @@ async def refund(
             booking_status=result.booking.status,
         )
 
-    return await _once(session, user, idempotency_key, "POST /api/payments/refund", body, run)
+    return await idempotency.run_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        scope="POST /api/payments/refund",
+        body=body,
+        run=run,
+    )

@@ -12,7 +12,7 @@ import datetime as dt
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.booking.best_available import SeatView, choose_seats
@@ -97,6 +97,14 @@ async def _live_holds(
             )
         ).all()
     )
+
+
+def _check_count(settings: Settings, count: int) -> None:
+    if count > settings.max_seats_per_hold:
+        raise TooManySeats(
+            f"At most {settings.max_seats_per_hold} seats per hold.",
+            maxSeats=settings.max_seats_per_hold,
+        )
 
 
 async def _release_user_holds(
@@ -197,11 +205,7 @@ async def lock_seats(
 ) -> Hold:
     now = utcnow()
     wanted = list(dict.fromkeys(labels))
-    if len(wanted) > settings.max_seats_per_hold:
-        raise TooManySeats(
-            f"At most {settings.max_seats_per_hold} seats per hold.",
-            maxSeats=settings.max_seats_per_hold,
-        )
+    _check_count(settings, len(wanted))
     showtime = await get_showtime(session, showtime_id)
     check_open_for_sale(showtime, settings, now)
     seats = await resolve_labels(session, showtime, wanted)
@@ -270,11 +274,7 @@ async def lock_best(
 ) -> Hold:
     """Hold the best adjacent block; on a conflict (someone was faster) try the next best."""
     now = utcnow()
-    if quantity > settings.max_seats_per_hold:
-        raise TooManySeats(
-            f"At most {settings.max_seats_per_hold} seats per hold.",
-            maxSeats=settings.max_seats_per_hold,
-        )
+    _check_count(settings, quantity)
     showtime = await get_showtime(session, showtime_id)
     check_open_for_sale(showtime, settings, now)
     old = await _live_holds(session, user_id, showtime.id)
@@ -381,10 +381,7 @@ async def live_hold_ids(
                 select(Hold.id).where(
                     Hold.user_id == user_id,
                     Hold.showtime_id == showtime_id,
-                    or_(
-                        Hold.status == HoldStatus.ACTIVE,
-                        and_(Hold.status == HoldStatus.CONVERTED),
-                    ),
+                    Hold.status.in_([HoldStatus.ACTIVE, HoldStatus.CONVERTED]),
                 )
             )
         ).all()

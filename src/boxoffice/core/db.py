@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
+import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -148,7 +151,7 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
     # Let SQLAlchemy's begin event issue BEGIN itself (the driver's deferred BEGIN loses
     # concurrent read-modify-writes), then set the pragmas every connection needs.
     dbapi_connection.isolation_level = None
@@ -179,9 +182,14 @@ def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) ->
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # A fixed pool: under load, requests wait for one of `pool_size` connections rather
+        # than opening overflow connections (a PostgreSQL connection is a process; opening
+        # and closing them per burst costs more than the wait). No pre-ping: it is a round
+        # trip per request (about a fifth of a small request's CPU here). A connection that
+        # died with its server fails its request with 503, and SQLAlchemy then discards every
+        # pooled connection of that generation, so the next requests reconnect.
+        kwargs.update(pool_size=pool_size, max_overflow=0, pool_pre_ping=False, pool_recycle=1800)
         if backend == "mysql":
-            kwargs["pool_recycle"] = 3600
             # As on PostgreSQL: a locking read or conditional UPDATE sees the latest committed
             # rows, not the snapshot REPEATABLE READ took before the lock wait.
             kwargs["isolation_level"] = "READ COMMITTED"
@@ -198,17 +206,30 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.backend = engine.dialect.name
+        # Readers never write: on SQLite they start deferred (no write lock); on the servers
+        # they run in autocommit, each statement on its own snapshot, which saves the BEGIN and
+        # COMMIT round trips of every GET.
         read_engine = (
             engine.execution_options(sqlite_begin="DEFERRED")
             if self.backend == "sqlite"
-            else engine
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
         )
         self._writer = async_sessionmaker(engine, expire_on_commit=False)
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
-        # SQLite has one writer at a time. This process's writers take turns here, first come
-        # first served, rather than all polling the file lock (busy_timeout): a poller keeps
-        # losing to newcomers under load until its timeout ends in "database is locked".
-        self._write_turn = asyncio.Lock() if self.backend == "sqlite" else None
+        # SQLite has one writer at a time. Writers take turns: in this process first come first
+        # served (an asyncio lock), across server processes through a lock file, rather than
+        # all polling SQLite's own lock (busy_timeout): a poller sleeps between tries and keeps
+        # losing to newcomers, which held two processes to about 150 writes per second.
+        self._write_turn: contextlib.AbstractAsyncContextManager[Any] | None = None
+        self._sqlite_path: str | None = None
+        self._sqlite_connection: sqlite3.Connection | None = None
+        if self.backend == "sqlite":
+            path = engine.url.database
+            if path and path != ":memory:":
+                self._sqlite_path = path
+                self._write_turn = WriteTurn(Path(f"{path}.writelock"))
+            else:
+                self._write_turn = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -222,6 +243,8 @@ class Database:
         a token family) keeps its writes although the request answers with an error.
         """
         session = (self._writer if write else self._reader)()
+        session.info["database"] = self
+        session.info["writer"] = write
         turn = self._write_turn if write and self._write_turn else contextlib.nullcontext()
         try:
             async with turn:
@@ -242,12 +265,76 @@ class Database:
             raise
         await _run_after_commit(session)  # outside the turn: mail may be slow
 
+    def sqlite_connection(self) -> sqlite3.Connection | None:
+        """A plain `sqlite3` connection to a file database, for the few hot writes that run
+        synchronously inside the write turn (see booking.holds_sqlite); None otherwise."""
+        if self._sqlite_path is None:
+            return None
+        if self._sqlite_connection is None:
+            conn = sqlite3.connect(self._sqlite_path, isolation_level=None, check_same_thread=False)
+            _sqlite_connect(conn, None)
+            self._sqlite_connection = conn
+        return self._sqlite_connection
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._sqlite_connection is not None:
+            self._sqlite_connection.close()
+            self._sqlite_connection = None
         await self.engine.dispose()
+
+
+class WriteTurn:
+    """SQLite's write turn: one writer at a time among this process's coroutines (asyncio
+    lock) and among all processes on the database (an exclusive `flock` on a lock file; a
+    waiting process is woken by the kernel the moment the lock is free)."""
+
+    def __init__(self, path: Path) -> None:
+        self._local = asyncio.Lock()
+        self._path = path
+        self._fd: int | None = None
+
+    async def __aenter__(self) -> None:
+        await self._local.acquire()
+        waiting: asyncio.Future[None] | None = None
+        try:
+            fd = self._file()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                waiting = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
+            await asyncio.shield(waiting)
+        except BaseException:
+            if waiting is None:
+                self._local.release()
+            else:
+                # The waiting thread cannot be stopped. When it gets the file lock, give it
+                # back, and only then let this process's next writer in (they share the file).
+                waiting.add_done_callback(self._give_back)
+            raise
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fd
+
+    def _give_back(self, waiting: asyncio.Future[None]) -> None:
+        try:
+            if not waiting.cancelled() and waiting.exception() is None:
+                fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._local.release()
 
 
 async def _run_after_commit(session: AsyncSession) -> None:
@@ -256,6 +343,15 @@ async def _run_after_commit(session: AsyncSession) -> None:
             await callback()
         except Exception:  # the data is stored; a failed side effect must not fail the request
             log.exception("after_commit_failed", callback=getattr(callback, "__name__", "?"))
+
+
+def sqlite_write_connection(session: AsyncSession) -> sqlite3.Connection | None:
+    """For a writer session on a SQLite file, whose write turn is held: the process's plain
+    `sqlite3` connection, which may run a short synchronous transaction now. None elsewhere."""
+    database: Database | None = session.info.get("database")
+    if database is None or not session.info.get("writer") or session.in_transaction():
+        return None
+    return database.sqlite_connection()
 
 
 def get_database(request: Request) -> Database:

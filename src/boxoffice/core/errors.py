@@ -246,7 +246,14 @@ def _looks_unavailable(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower()
     return any(
         marker in text
-        for marker in ("connection", "closed", "terminat", "shutdown", "database is locked")
+        for marker in (
+            "connection",
+            "closed",
+            "terminat",
+            "shutdown",
+            "database is locked",
+            "too many clients",
+        )
     )
 
 

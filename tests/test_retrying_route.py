@@ -1,0 +1,53 @@
+"""RetryingRoute: a request that lost a deadlock runs again, after its failed attempt's session
+was closed (its connection, and on SQLite the write turn, given back first)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import APIRouter
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from boxoffice.app import create_app
+from boxoffice.core.db import SessionDep
+from boxoffice.core.routing import RetryingRoute, add_routes
+from tests.conftest import Backend, make_settings
+
+
+class _Deadlock(Exception):
+    """What the drivers report when the database broke a deadlock (PostgreSQL's SQLSTATE)."""
+
+    sqlstate = "40P01"
+
+
+async def test_a_lost_deadlock_is_retried_with_the_first_session_closed(
+    backend: Backend, tmp_path: Path
+) -> None:
+    app = create_app(make_settings(backend, tmp_path))
+    attempts: list[int] = []
+    router = APIRouter(route_class=RetryingRoute)
+
+    @router.post("/flaky")
+    async def flaky(session: SessionDep) -> dict[str, Any]:
+        await session.execute(text("SELECT 1"))  # holds a connection (and on SQLite the turn)
+        attempts.append(app.state.db.engine.pool.checkedout())
+        if len(attempts) == 1:
+            raise DBAPIError("UPDATE showtime_seats ...", {}, _Deadlock())
+        return {"attempts": len(attempts)}
+
+    add_routes(app, router)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        # Were the first session still open, SQLite's retry would wait for its own write turn.
+        response = await asyncio.wait_for(client.post("/flaky"), timeout=15)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"attempts": 2}
+    # The retry's connection is the only one out: the failed attempt's went back first.
+    assert attempts == [1, 1]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
+from boxoffice.accounts.models import User
+from boxoffice.scheduling.models import Showtime
 from tests.booking_helpers import hold, seat_statuses, seed_showtime
 from tests.helpers import make_user
 
@@ -235,3 +239,37 @@ async def test_verified_email_can_be_required_for_booking(
     assert refused.status_code == 403
     assert refused.json()["code"] == "email_not_verified"
     assert (await hold(client, verified.headers, show.showtime_id, "A1")).status_code == 201
+
+
+async def test_a_deactivated_account_can_neither_hold_nor_release(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Hold and release read only the token's claims up front; the account is checked with
+    the hold itself (in the same statement on PostgreSQL)."""
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    token = (await hold(client, ann.headers, show.showtime_id, "A1")).json()["lockToken"]
+    async with app.state.db.session() as session:
+        await session.execute(update(User).where(User.id == ann.id).values(is_active=False))
+    refused = await hold(client, ann.headers, show.showtime_id, "A2")
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "invalid_token"
+    release = await client.delete(f"/api/bookings/lock-seats/{token}", headers=ann.headers)
+    assert release.status_code == 401
+    seats = await seat_statuses(client, show.showtime_id)
+    assert (seats["A1"]["status"], seats["A2"]["status"]) == ("held", "available")
+
+
+async def test_a_cancelled_showtime_takes_no_holds(app: FastAPI, client: httpx.AsyncClient) -> None:
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    async with app.state.db.session() as session:
+        await session.execute(
+            update(Showtime)
+            .where(Showtime.id == uuid.UUID(show.showtime_id))
+            .values(status="cancelled")
+        )
+    refused = await hold(client, ann.headers, show.showtime_id, "A1")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "showtime_closed"
+    assert (await seat_statuses(client, show.showtime_id))["A1"]["status"] == "available"

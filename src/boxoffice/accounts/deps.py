@@ -16,11 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import RolePermission, User
 from boxoffice.accounts.permissions import Permission
+from boxoffice.accounts.service import active_user, invalid_token
 from boxoffice.core.db import SessionDep
 from boxoffice.core.errors import Forbidden, NotAuthenticated
-from boxoffice.core.security import decode_access_token
+from boxoffice.core.security import AccessClaims, VerifiedTokens
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/login")
+
+
+def _claims(request: Request, credentials: HTTPAuthorizationCredentials) -> AccessClaims:
+    tokens: VerifiedTokens = request.app.state.access_tokens
+    claims = tokens.claims(credentials.credentials)
+    if claims is None:
+        raise invalid_token()
+    return claims
 
 
 async def _optional_user(
@@ -30,13 +39,16 @@ async def _optional_user(
 ) -> User | None:
     if credentials is None:
         return None
-    claims = decode_access_token(request.app.state.signing_key, credentials.credentials)
-    if claims is None:
-        raise NotAuthenticated("The access token is invalid or expired.", code="invalid_token")
-    user = await session.get(User, claims.user_id)
-    if user is None or not user.is_active:
-        raise NotAuthenticated("The access token is invalid or expired.", code="invalid_token")
-    return user
+    return await active_user(session, _claims(request, credentials).user_id)
+
+
+async def _access_claims(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AccessClaims:
+    if credentials is None:
+        raise NotAuthenticated("Sign in first: send 'Authorization: Bearer <accessToken>'.")
+    return _claims(request, credentials)
 
 
 async def _current_user(user: Annotated[User | None, Depends(_optional_user)]) -> User:
@@ -47,6 +59,9 @@ async def _current_user(user: Annotated[User | None, Depends(_optional_user)]) -
 
 OptionalUser = Annotated[User | None, Depends(_optional_user)]
 CurrentUser = Annotated[User, Depends(_current_user)]
+# Only the token's claims, no database read: for hot paths whose own statement checks that
+# the account is active (see booking.holds_postgres).
+TokenClaims = Annotated[AccessClaims, Depends(_access_claims)]
 
 
 async def permissions_of(request: Request, session: AsyncSession, role: str) -> frozenset[str]:

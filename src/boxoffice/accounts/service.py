@@ -28,7 +28,7 @@ from boxoffice.accounts.permissions import Role
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import after_commit
-from boxoffice.core.errors import Conflict, NotFound
+from boxoffice.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound
 from boxoffice.core.mail import Mailer
 from boxoffice.core.security import (
     create_access_token,
@@ -489,3 +489,29 @@ async def set_role(session: AsyncSession, actor: User, user_id: uuid.UUID, role:
     # Permissions are checked against the stored role on every request: effective at once.
     user.role = role
     return user
+
+
+# ---------------------------------------------------------------------------------------------
+# Who may act
+
+
+def invalid_token() -> NotAuthenticated:
+    return NotAuthenticated("The access token is invalid or expired.", code="invalid_token")
+
+
+async def active_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The account behind a valid token, if it still exists and is active (401 otherwise)."""
+    user = await session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise invalid_token()
+    return user
+
+
+def check_may_book(user: User, settings: Settings) -> None:
+    """With BOXOFFICE_REQUIRE_VERIFIED_EMAIL, only verified addresses may hold and book."""
+    if settings.require_verified_email and user.email_verified_at is None:
+        raise email_not_verified()
+
+
+def email_not_verified() -> Forbidden:
+    return Forbidden("Confirm your email address before booking.", code="email_not_verified")

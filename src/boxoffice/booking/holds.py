@@ -15,6 +15,13 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from boxoffice.accounts.service import (
+    active_user,
+    check_may_book,
+    email_not_verified,
+    invalid_token,
+)
+from boxoffice.booking import holds_postgres, holds_sqlite
 from boxoffice.booking.best_available import SeatView, choose_seats
 from boxoffice.booking.exceptions import (
     ExtensionLimit,
@@ -26,9 +33,11 @@ from boxoffice.booking.exceptions import (
     TooManySeats,
 )
 from boxoffice.booking.models import Hold, HoldStatus
+from boxoffice.booking.verdicts import HoldRequest
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.scheduling.exceptions import SeatsUnavailable
+from boxoffice.core.db import sqlite_write_connection
+from boxoffice.scheduling.exceptions import SeatsUnavailable, ShowtimeNotFound, UnknownSeats
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
 from boxoffice.scheduling.service import get_showtime, resolve_labels, seat_is_free
 from boxoffice.venues.models import Seat
@@ -40,9 +49,13 @@ BEST_AVAILABLE_ATTEMPTS = 5
 
 
 def check_open_for_sale(showtime: Showtime, settings: Settings, now: dt.datetime) -> None:
-    if showtime.status != "scheduled":
+    _check_open(showtime.status, showtime.start_time, settings, now)
+
+
+def _check_open(status: str, start_time: dt.datetime, settings: Settings, now: dt.datetime) -> None:
+    if status != "scheduled":
         raise ShowtimeClosed("This showtime was cancelled.")
-    closes = showtime.start_time - dt.timedelta(minutes=settings.sales_close_minutes)
+    closes = start_time - dt.timedelta(minutes=settings.sales_close_minutes)
     if now >= closes:
         raise ShowtimeClosed("Sales for this showtime are closed.", closedAt=closes.isoformat())
 
@@ -203,9 +216,14 @@ async def lock_seats(
     showtime_id: uuid.UUID,
     labels: Sequence[str],
 ) -> Hold:
-    now = utcnow()
+    """Hold exactly these seats for the customer (whose token was valid: the account is
+    checked here), replacing the customer's previous hold on the showtime."""
     wanted = list(dict.fromkeys(labels))
     _check_count(settings, len(wanted))
+    if session.get_bind().dialect.name == "postgresql" or sqlite_write_connection(session):
+        return await _lock_seats_at_once(session, settings, user_id, showtime_id, wanted)
+    check_may_book(await active_user(session, user_id), settings)
+    now = utcnow()
     showtime = await get_showtime(session, showtime_id)
     check_open_for_sale(showtime, settings, now)
     seats = await resolve_labels(session, showtime, wanted)
@@ -217,6 +235,50 @@ async def lock_seats(
     await session.flush()
     await _take_seats(session, showtime.id, hold, seats, now)
     return hold
+
+
+async def _lock_seats_at_once(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    showtime_id: uuid.UUID,
+    wanted: list[str],
+) -> Hold:
+    """`lock_seats` in one PostgreSQL statement or one synchronous SQLite transaction: it
+    changes nothing unless every rule holds, and tells which one failed; the errors are the
+    generic path's, in its order."""
+    hold = _new_hold(settings, user_id, showtime_id, wanted)
+    now = hold.created_at
+    request = HoldRequest(
+        hold_id=hold.id,
+        user_id=user_id,
+        showtime_id=showtime_id,
+        labels=wanted,
+        now=now,
+        expires=hold.expires_at,
+        closes_after=now + dt.timedelta(minutes=settings.sales_close_minutes),
+        need_verified=settings.require_verified_email,
+    )
+    sqlite = sqlite_write_connection(session)
+    verdict = (
+        holds_sqlite.hold(sqlite, request)
+        if sqlite is not None
+        else await holds_postgres.hold(session, request)
+    )
+    if verdict.done:
+        return hold
+    if not verdict.customer_known:
+        raise invalid_token()
+    if settings.require_verified_email and not verdict.customer_verified:
+        raise email_not_verified()
+    if verdict.showtime_status is None or verdict.starts is None:
+        raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
+    _check_open(verdict.showtime_status, verdict.starts, settings, now)
+    unknown = [label for label in wanted if label not in verdict.known_labels]
+    if unknown:
+        raise UnknownSeats(f"No such seats in this hall: {', '.join(unknown)}.", seats=unknown)
+    taken = [label for label in wanted if label in verdict.taken_labels] or wanted
+    raise SeatsUnavailable(f"Not available any more: {', '.join(taken)}.", seats=taken)
 
 
 async def _seat_views(
@@ -362,6 +424,21 @@ async def extend(
 
 async def release(session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID) -> None:
     """Give the seats back at once. Releasing twice is fine; a booked hold is not released."""
+    sqlite = sqlite_write_connection(session)
+    if sqlite is not None or session.get_bind().dialect.name == "postgresql":
+        verdict = (
+            holds_sqlite.release(sqlite, hold_id=token, user_id=user_id)
+            if sqlite is not None
+            else await holds_postgres.release(session, hold_id=token, user_id=user_id)
+        )
+        if not verdict.customer_active:
+            raise invalid_token()
+        if not verdict.found:
+            raise HoldNotFound("No such hold.")
+        if verdict.status == HoldStatus.CONVERTED:
+            raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
+        return
+    await active_user(session, user_id)
     hold = await _own_hold(session, user_id, token, for_update=True)
     if hold.status == HoldStatus.CONVERTED:
         raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
@@ -369,23 +446,6 @@ async def release(session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID) -
         await lock_seat_rows(session, [hold.showtime_id], hold_ids=[hold.id])
         await _free_rows(session, hold.showtime_id, [hold.id])
         hold.status = HoldStatus.RELEASED
-
-
-async def live_hold_ids(
-    session: AsyncSession, user_id: uuid.UUID, showtime_id: uuid.UUID
-) -> set[uuid.UUID]:
-    """The caller's holds on the showtime, for `heldByYou` on the seat map."""
-    return set(
-        (
-            await session.scalars(
-                select(Hold.id).where(
-                    Hold.user_id == user_id,
-                    Hold.showtime_id == showtime_id,
-                    Hold.status.in_([HoldStatus.ACTIVE, HoldStatus.CONVERTED]),
-                )
-            )
-        ).all()
-    )
 
 
 def extensions_left(hold: Hold) -> int:

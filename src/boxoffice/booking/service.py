@@ -37,8 +37,9 @@ from boxoffice.core.clock import utcnow
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Payment
 from boxoffice.pricing.service import seat_price
+from boxoffice.scheduling.exceptions import ShowtimeNotFound
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
-from boxoffice.scheduling.service import get_showtime, seat_is_free
+from boxoffice.scheduling.service import seat_is_free
 from boxoffice.tickets import service as tickets
 from boxoffice.venues.models import Screen, Seat, Theater
 
@@ -102,7 +103,16 @@ async def create_booking(
             "showtimeId and seatNumbers must be exactly those of the hold.",
             heldSeats=hold.seat_labels,
         )
-    showtime = await get_showtime(session, hold.showtime_id)
+    head = (
+        await session.execute(
+            select(Showtime, Screen.hall_type)
+            .join(Screen, Screen.id == Showtime.screen_id)
+            .where(Showtime.id == hold.showtime_id)
+        )
+    ).first()
+    if head is None:
+        raise ShowtimeNotFound(f"No showtime with id {hold.showtime_id}.")
+    showtime, hall_type = head
     check_open_for_sale(showtime, settings, now)
 
     seats = (
@@ -120,10 +130,6 @@ async def create_booking(
     if len(seats) != len(hold.seat_labels):
         raise HoldExpired("The hold has expired; hold the seats again.")
 
-    hall_type = await session.scalar(
-        select(Screen.hall_type).where(Screen.id == showtime.screen_id)
-    )
-    assert hall_type is not None
     prices = {s.id: seat_price(showtime.base_price, hall_type, s.seat_class) for s in seats}
     total = sum(prices.values(), Decimal("0.00"))
     booking = Booking(
@@ -170,7 +176,7 @@ async def create_booking(
     if extended.rowcount != len(seats):  # type: ignore[attr-defined]
         raise HoldExpired("The hold has expired; hold the seats again.")
     await session.flush()
-    payment = await payments.create_intent(session, payment_ctx, booking)
+    payment = await payments.create_intent(session, payment_ctx, booking, new_booking=True)
     return BookingView(booking, lines, booking.status), payment
 
 

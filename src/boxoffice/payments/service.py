@@ -22,7 +22,7 @@ a no-op. Out of order:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
@@ -326,21 +326,27 @@ async def _record_provider_refund(session: AsyncSession, payment: Payment, total
 # Intents
 
 
-async def create_intent(session: AsyncSession, ctx: PaymentContext, booking: Booking) -> Payment:
+async def create_intent(
+    session: AsyncSession, ctx: PaymentContext, booking: Booking, *, new_booking: bool = False
+) -> Payment:
     """The booking's pending payment with the configured provider, created when there is none.
 
-    The booking row is locked so two concurrent calls cannot make two payable intents.
+    The booking row is locked so two concurrent calls cannot make two payable intents. A
+    `new_booking` (inserted by this very transaction) is seen by nobody else and has no
+    payment yet: neither lock nor lookup is needed.
     """
     provider = ctx.provider()
-    await session.execute(select(Booking.id).where(Booking.id == booking.id).with_for_update())
-    payments = (
-        await session.scalars(
-            select(Payment)
-            .where(Payment.booking_id == booking.id)
-            .order_by(Payment.created_at)
-            .execution_options(populate_existing=True)
-        )
-    ).all()
+    payments: Sequence[Payment] = []
+    if not new_booking:
+        await session.execute(select(Booking.id).where(Booking.id == booking.id).with_for_update())
+        payments = (
+            await session.scalars(
+                select(Payment)
+                .where(Payment.booking_id == booking.id)
+                .order_by(Payment.created_at)
+                .execution_options(populate_existing=True)
+            )
+        ).all()
     if any(p.status in MONEY_TAKEN for p in payments):
         raise BookingNotPayable("The booking is already paid.", bookingStatus=booking.status)
     for payment in payments:
@@ -437,10 +443,14 @@ async def _lock_by_ref(
     locking the payment first, a payment arriving as its booking expires deadlocked with the
     expiry job."""
     by_ref = (Payment.provider == provider_name, Payment.provider_ref == provider_ref)
-    booking_id = await session.scalar(select(Payment.booking_id).where(*by_ref))
-    if booking_id is None:
+    # One statement finds and locks the booking (and loads it for the caller).
+    booking = await session.scalar(
+        select(Booking)
+        .where(Booking.id == select(Payment.booking_id).where(*by_ref).scalar_subquery())
+        .with_for_update()
+    )
+    if booking is None:
         return None
-    await session.execute(select(Booking.id).where(Booking.id == booking_id).with_for_update())
     return await session.scalar(
         select(Payment).where(*by_ref).with_for_update().execution_options(populate_existing=True)
     )
@@ -465,6 +475,7 @@ async def confirm_local(
     payment that already succeeded answers its state again without charging."""
     provider = ctx.provider(LOCAL)
     payment = await _lock_by_ref(session, LOCAL, provider_ref)
+    # Loaded (and locked) by _lock_by_ref: no query here.
     booking = await session.get(Booking, payment.booking_id) if payment is not None else None
     if payment is None or booking is None or booking.user_id != user_id:
         raise PaymentNotFound("No such payment intent.")

@@ -1,0 +1,149 @@
+"""Statements per request on the hot paths of an onsale: they must not grow.
+
+Each round trip to the database costs CPU on both sides (see docs/performance.md); an N+1 query
+or a forgotten fast path shows up here as a larger count long before a benchmark notices.
+The counts include BEGIN/COMMIT where the driver sends them as statements (SQLite), and
+are the same however many seats a map or a booking has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
+
+from tests.booking_helpers import SUCCESS_CARD, book_hold, hold, seed_showtime
+from tests.helpers import make_user
+
+# Budgets per backend: (seat map anonymous, seat map signed in, hold, release, booking,
+# payment confirmation). PostgreSQL runs the seat map, hold and release as one statement each.
+BUDGETS: dict[str, dict[str, int]] = {
+    "postgresql": {
+        "seat map": 1,
+        "seat map, signed in": 2,
+        "hold": 1,
+        "release": 1,
+        "booking": 12,
+        "confirmation": 16,
+    },
+    # SQLite counts its BEGIN and COMMIT as statements; hold and release run on the plain
+    # sqlite3 connection (microseconds each, no driver thread).
+    "sqlite": {
+        "seat map": 3,
+        "seat map, signed in": 4,
+        "hold": 7,
+        "release": 5,
+        "booking": 12,
+        "confirmation": 16,
+    },
+    "mysql": {
+        "seat map": 2,
+        "seat map, signed in": 3,
+        "hold": 6,
+        "release": 4,
+        "booking": 11,
+        "confirmation": 15,
+    },
+}
+
+
+@contextmanager
+def counted(app: FastAPI) -> Iterator[list[str]]:
+    """The SQL statements the app sends while the block runs."""
+    statements: list[str] = []
+    engine = app.state.db.engine.sync_engine
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split())[:120])
+
+    event.listen(engine, "before_cursor_execute", record)
+    # SQLite's hot writes run on a plain sqlite3 connection (booking.holds_sqlite).
+    plain = app.state.db.sqlite_connection()
+    if plain is not None:
+        plain.set_trace_callback(lambda sql: statements.append(" ".join(sql.split())[:120]))
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        if plain is not None:
+            plain.set_trace_callback(None)
+
+
+async def test_hot_paths_stay_within_their_statement_budget(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    budget = BUDGETS[app.state.db.backend]
+    show = await seed_showtime(app, rows=10, seats_per_row=20)
+    customer = await make_user(app)
+    used: dict[str, int] = {}
+
+    # Warm-up: caches that fill once per process (layouts, role permissions) are not counted.
+    assert (await client.get(f"/api/showtimes/{show.showtime_id}/seats")).status_code == 200
+
+    with counted(app) as statements:
+        assert (await client.get(f"/api/showtimes/{show.showtime_id}/seats")).status_code == 200
+    used["seat map"] = len(statements)
+
+    with counted(app) as statements:
+        answer = await client.get(
+            f"/api/showtimes/{show.showtime_id}/seats", headers=customer.headers
+        )
+        assert answer.status_code == 200
+    used["seat map, signed in"] = len(statements)
+
+    with counted(app) as statements:
+        held = await hold(client, customer.headers, show.showtime_id, "A1", "A2", "A3", "A4")
+        assert held.status_code == 201, held.text
+    used["hold"] = len(statements)
+
+    with counted(app) as statements:
+        token = held.json()["lockToken"]
+        released = await client.delete(
+            f"/api/bookings/lock-seats/{token}", headers=customer.headers
+        )
+        assert released.status_code == 204
+    used["release"] = len(statements)
+
+    held = await hold(client, customer.headers, show.showtime_id, "B1", "B2", "B3", "B4")
+    with counted(app) as statements:
+        booked = await book_hold(
+            client,
+            customer.headers,
+            show.showtime_id,
+            held.json()["lockToken"],
+            "B1",
+            "B2",
+            "B3",
+            "B4",
+        )
+        assert booked.status_code == 201, booked.text
+    used["booking"] = len(statements)
+
+    with counted(app) as statements:
+        paid = await client.post(
+            "/api/payments/local/confirm",
+            json={"paymentIntentId": booked.json()["paymentIntentId"], "card": SUCCESS_CARD},
+            headers=customer.headers,
+        )
+        assert paid.status_code == 200, paid.text
+    used["confirmation"] = len(statements)
+
+    over = {path: (n, budget[path]) for path, n in used.items() if n > budget[path]}
+    assert not over, f"statements (used, budget): {over}; all: {used}; last: {statements}"
+
+
+@pytest.mark.parametrize("seats", [1, 8])
+async def test_seat_map_statements_do_not_depend_on_the_hall_size(
+    app: FastAPI, client: httpx.AsyncClient, seats: int
+) -> None:
+    show = await seed_showtime(app, rows=seats, seats_per_row=seats)
+    url = f"/api/showtimes/{show.showtime_id}/seats"
+    await client.get(url)
+    with counted(app) as statements:
+        assert (await client.get(url)).status_code == 200
+    assert len(statements) == BUDGETS[app.state.db.backend]["seat map"]

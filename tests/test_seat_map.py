@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from boxoffice.pricing.service import seat_price
+from boxoffice.scheduling.schemas import SeatMapOut
 from boxoffice.venues.models import Seat
 from tests.factories import INACTIVE, seed_venue, set_seat_state
 from tests.helpers import make_user
@@ -287,3 +288,66 @@ def test_seat_price_refuses_unknown_factors() -> None:
         seat_price(Decimal("10.00"), "GIANT", "standard")
     with pytest.raises(ValueError, match="sofa"):
         seat_price(Decimal("10.00"), "VIP", "sofa")
+
+
+# ---------------------------------------------------------------------------------------------
+# The rendered seat map (cached layout, spliced states)
+
+
+async def test_seat_map_is_exactly_its_documented_schema(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The map is rendered from cached JSON fragments, not through the response model: it
+    must still be what SeatMapOut documents, field for field."""
+    venue = await seed_venue(app, rows=3, seats_per_row=4, classes={"C1": "premium"})
+    showtime_id = await make_showtime(client, app, venue, base_price="9.99")
+    customer = await make_user(app)
+    held = await client.post(
+        "/api/bookings/lock-seats",
+        json={"showtimeId": showtime_id, "seatNumbers": ["B2"]},
+        headers=customer.headers,
+    )
+    assert held.status_code == 201
+    for headers in ({}, customer.headers):
+        response = await client.get(f"/api/showtimes/{showtime_id}/seats", headers=headers)
+        assert response.headers["content-type"] == "application/json"
+        parsed = SeatMapOut.model_validate_json(response.content)
+        assert response.json() == parsed.model_dump(mode="json", by_alias=True)
+        seats = {seat.label: seat for row in parsed.rows for seat in row.seats}
+        assert seats["B2"].status == "held"
+        assert seats["B2"].held_by_you is bool(headers)
+        assert seats["C1"].price == seat_price(Decimal("9.99"), "STANDARD", "premium")
+
+
+async def test_seat_map_follows_price_and_layout_changes(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    venue = await seed_venue(app, rows=2, seats_per_row=3)
+    showtime_id = await make_showtime(client, app, venue, base_price="10.00")
+    admin = await make_user(app, "admin")
+    url = f"/api/showtimes/{showtime_id}/seats"
+
+    def prices(body: dict[str, Any]) -> set[str]:
+        return {seat["price"] for row in body["rows"] for seat in row["seats"]}
+
+    assert prices((await client.get(url)).json()) == {"10.00"}  # now cached
+    changed = await client.patch(
+        f"/api/admin/showtimes/{showtime_id}", json={"basePrice": "12.00"}, headers=admin.headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert prices((await client.get(url)).json()) == {"12.00"}
+
+    relaid = await client.patch(
+        f"/api/admin/screens/{venue.screen_id}",
+        json={"layout": {"grid": {"rows": 1, "seatsPerRow": 5}}},
+        headers=admin.headers,
+    )
+    assert relaid.status_code == 200, relaid.text
+    body = (await client.get(url)).json()
+    assert [seat["label"] for row in body["rows"] for seat in row["seats"]] == [
+        "A1",
+        "A2",
+        "A3",
+        "A4",
+        "A5",
+    ]

@@ -6,11 +6,10 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from boxoffice.accounts.deps import OptionalUser, require
 from boxoffice.accounts.permissions import Permission
-from boxoffice.booking.holds import live_hold_ids
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams, reject_empty_patch
@@ -28,6 +27,7 @@ from boxoffice.scheduling.schemas import (
     ShowtimeUpdate,
     UnblockSeats,
 )
+from boxoffice.scheduling.seat_map import SeatMapRenderer
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["showtimes"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: showtimes"])
@@ -61,12 +61,13 @@ async def get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeO
 
 @router.get("/showtimes/{showtime_id}/seats", response_model=SeatMapOut)
 async def get_seat_map(
-    session: SessionDep, showtime_id: uuid.UUID, user: OptionalUser
-) -> SeatMapOut:
+    request: Request, session: SessionDep, showtime_id: uuid.UUID, user: OptionalUser
+) -> Response:
     """The seat map: every sellable seat by row with its state and price; with a token, the
     caller's own held seats say `heldByYou`."""
-    mine = await live_hold_ids(session, user.id, showtime_id) if user is not None else set()
-    return SeatMapOut.model_validate(await service.seat_map(session, showtime_id, your_holds=mine))
+    renderer: SeatMapRenderer = request.app.state.seat_maps
+    body = await renderer.render(session, showtime_id, user.id if user is not None else None)
+    return Response(body, media_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ predicate, not a job.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -36,7 +35,6 @@ from boxoffice.catalog.exceptions import MovieNotFound
 from boxoffice.catalog.models import Movie
 from boxoffice.catalog.service import get_movie
 from boxoffice.core.clock import utcnow
-from boxoffice.pricing.service import seat_price
 from boxoffice.scheduling.exceptions import (
     ScreenBusy,
     ScreenChangeNotAllowed,
@@ -75,33 +73,6 @@ class ShowtimeInfo:
     hall_type: str
     available_seats: int
     total_seats: int
-
-
-@dataclass(frozen=True)
-class SeatView:
-    seat_id: uuid.UUID
-    label: str
-    number: int
-    seat_class: str
-    position: int
-    status: str
-    price: Decimal
-    held_by_you: bool = False
-
-
-@dataclass(frozen=True)
-class SeatRowView:
-    row: str
-    seats: list[SeatView]
-
-
-@dataclass(frozen=True)
-class SeatMap:
-    showtime_id: uuid.UUID
-    screen_id: uuid.UUID
-    hall_type: str
-    currency: str
-    rows: list[SeatRowView]
 
 
 @dataclass(frozen=True)
@@ -470,68 +441,6 @@ async def availability(
     )
     # MySQL sums come back as Decimal; None only for no rows, which GROUP BY never yields.
     return {sid: Availability(int(a or 0), int(t or 0)) for sid, a, t in rows}
-
-
-async def seat_map(
-    session: AsyncSession,
-    showtime_id: uuid.UUID,
-    now: dt.datetime | None = None,
-    your_holds: Collection[uuid.UUID] = (),
-) -> SeatMap:
-    """Every seat of the showtime by row and position, with its state and price; seats held
-    by one of `your_holds` (the caller's) are marked `held_by_you`."""
-    now = now or utcnow()
-    head = (await session.execute(_with_hall_type().where(Showtime.id == showtime_id))).first()
-    if head is None:
-        raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
-    showtime, hall_type = head
-    rows = await session.execute(
-        select(
-            Seat.id,
-            Seat.row_index,
-            Seat.row_label,
-            Seat.label,
-            Seat.number,
-            Seat.seat_class,
-            Seat.position,
-            ShowtimeSeat.status,
-            ShowtimeSeat.held_until,
-            ShowtimeSeat.hold_id,
-        )
-        .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
-        .where(ShowtimeSeat.showtime_id == showtime_id)
-        .order_by(Seat.row_index, Seat.position)
-    )
-    prices: dict[str, Decimal] = {}
-    seat_rows: list[SeatRowView] = []
-    for (_, row_label), seats in itertools.groupby(rows, key=lambda r: (r.row_index, r.row_label)):
-        views = []
-        for seat in seats:
-            if seat.seat_class not in prices:
-                prices[seat.seat_class] = seat_price(
-                    showtime.base_price, hall_type, seat.seat_class
-                )
-            status = effective_status(seat.status, seat.held_until, now)
-            views.append(
-                SeatView(
-                    seat_id=seat.id,
-                    label=seat.label,
-                    number=seat.number,
-                    seat_class=seat.seat_class,
-                    position=seat.position,
-                    status=status,
-                    price=prices[seat.seat_class],
-                    held_by_you=status == SeatStatus.HELD and seat.hold_id in your_holds,
-                )
-            )
-        seat_rows.append(SeatRowView(row=row_label, seats=views))
-    return SeatMap(
-        showtime_id=showtime.id,
-        screen_id=showtime.screen_id,
-        hall_type=hall_type,
-        currency=showtime.currency,
-        rows=seat_rows,
-    )
 
 
 async def resolve_labels(

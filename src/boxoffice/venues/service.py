@@ -487,3 +487,5 @@ async def _replace_layout(session: AsyncSession, screen: Screen, parsed: ParsedL
         await session.execute(insert(ShowtimeSeat), inventory)
     screen.layout = parsed.layout
     screen.capacity = parsed.capacity
+    # New seat rows even if the layout reads the same: cached seat maps key on this.
+    screen.updated_at = utcnow()

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from boxoffice.audit.models import AuditEntry
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.catalog.models import Movie
 from boxoffice.core.clock import utcnow
@@ -803,3 +804,97 @@ async def test_late_payment_for_seats_sold_elsewhere_is_refunded(
     assert payment.status == PaymentStatus.REFUNDED
     assert payment.refunded_amount == AMOUNT
     assert await booking_status(app, booking_id) == BookingStatus.REFUNDED
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit
+
+
+async def audit_trail(app: FastAPI, intent_id: str) -> list[AuditEntry]:
+    payment = await payment_of(app, intent_id)
+    async with app.state.db.session(write=False) as session:
+        rows = await session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.entity_type == "payment", AuditEntry.entity_id == str(payment.id))
+            .order_by(AuditEntry.created_at, AuditEntry.id)
+        )
+        return list(rows)
+
+
+async def test_every_money_movement_writes_an_audit_entry(
+    client: httpx.AsyncClient, app: FastAPI, confirmations: list[uuid.UUID]
+) -> None:
+    customer = await make_user(app)
+    booking_id = await pending_booking(app, customer)
+    intent_id = await create_intent(client, customer, booking_id)
+    assert (await confirm(client, customer, intent_id, DECLINE_CARD)).status_code == 402
+    assert (await confirm(client, customer, intent_id)).status_code == 200
+    await service_refund(app, booking_id, Decimal("5.00"))
+    await send_event(client, app, "charge.refunded", intent_id, amount="8.00")  # dashboard
+    await send_event(client, app, "charge.dispute.created", intent_id, amount="17.00")
+
+    trail = await audit_trail(app, intent_id)
+    assert [(e.action, e.actor_kind) for e in trail] == [
+        ("payment.intent_created", "customer"),
+        ("payment.attempt_failed", "customer"),
+        ("payment.succeeded", "customer"),
+        ("payment.refunded", "system"),
+        ("payment.refunded", "provider"),
+        ("payment.disputed", "provider"),
+    ]
+    assert trail[0].actor_id == customer.id
+    assert trail[1].data["failureCode"] == "card_declined"
+    assert trail[2].data["amount"] == "25.00"
+    assert [e.data["amount"] for e in trail[3:5]] == ["5.00", "3.00"]
+    assert all(e.data["bookingId"] == str(booking_id) for e in trail)
+    assert all(e.request_id for e in trail[:3])  # made by requests: traceable in the logs
+
+
+async def test_audit_entry_commits_or_rolls_back_with_its_change(
+    client: httpx.AsyncClient, app: FastAPI, confirmations: list[uuid.UUID]
+) -> None:
+    customer = await make_user(app)
+    booking_id, intent_id = await paid_booking(client, app, customer)
+
+    class Abort(Exception):
+        pass
+
+    async def refund_then_fail() -> None:
+        async with app.state.db.session() as session:
+            booking = await session.get(Booking, booking_id)
+            assert booking is not None
+            await service.refund(
+                session,
+                PaymentContext.of(app),
+                booking,
+                Decimal("5.00"),
+                reason="rolled back",
+                seat_labels=[],
+                requested_by=customer.id,
+            )
+            raise Abort
+
+    with pytest.raises(Abort):
+        await refund_then_fail()
+
+    assert (await payment_of(app, intent_id)).refunded_amount == 0
+    assert "payment.refunded" not in [e.action for e in await audit_trail(app, intent_id)]
+
+
+async def test_success_after_cancellation_is_refunded_and_audited(
+    client: httpx.AsyncClient, app: FastAPI, confirmations: list[uuid.UUID]
+) -> None:
+    customer = await make_user(app)
+    booking_id = await pending_booking(app, customer)
+    intent_id = await create_intent(client, customer, booking_id)
+    await send_event(client, app, "payment_intent.canceled", intent_id)
+    await send_event(client, app, "payment_intent.succeeded", intent_id)
+
+    trail = await audit_trail(app, intent_id)
+    assert [(e.action, e.actor_kind) for e in trail] == [
+        ("payment.intent_created", "customer"),
+        ("payment.cancelled", "provider"),
+        ("payment.refunded", "system"),
+    ]
+    assert trail[2].data["amount"] == "25.00"
+    assert booking_id not in confirmations

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import structlog
 from fastapi import FastAPI
@@ -17,7 +16,7 @@ from boxoffice import __version__
 from boxoffice.accounts.router import admin_router as accounts_admin_router
 from boxoffice.accounts.router import router as accounts_router
 from boxoffice.booking import service as booking_service
-from boxoffice.booking.expiry import run_expiry_loop
+from boxoffice.booking.expiry import expire_once
 from boxoffice.booking.router import router as booking_router
 from boxoffice.catalog.router import admin_router as catalog_admin_router
 from boxoffice.catalog.router import router as catalog_router
@@ -27,11 +26,14 @@ from boxoffice.core.errors import install_error_handlers
 from boxoffice.core.logging import configure_logging
 from boxoffice.core.mail import Mailer
 from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
+from boxoffice.core.periodic import start_periodic, stop_periodic
 from boxoffice.core.routing import add_routes
 from boxoffice.core.security import VerifiedTokens, configure_password_hashing
 from boxoffice.ops.router import router as ops_router
 from boxoffice.payments import service as payments_service
+from boxoffice.payments.reconcile import reconcile_once
 from boxoffice.payments.router import router as payments_router
+from boxoffice.payments.service import PaymentContext
 from boxoffice.scheduling.router import admin_router as scheduling_admin_router
 from boxoffice.scheduling.router import router as scheduling_router
 from boxoffice.scheduling.seat_map import SeatMapRenderer
@@ -73,16 +75,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("startup", env=settings.env, database=app.state.db.backend)
         if settings.env != "test":  # a test session starts many apps in one process
             _tune_garbage_collector()
-        expiry = (
-            asyncio.create_task(run_expiry_loop(app), name="booking-expiry")
-            if settings.expiry_interval_seconds
-            else None
-        )
+        jobs = [
+            start_periodic(
+                "booking-expiry", settings.expiry_interval_seconds, partial(expire_once, app)
+            ),
+            start_periodic(
+                "payment-reconciliation",
+                settings.reconcile_interval_seconds,
+                partial(reconcile_once, app),
+            ),
+        ]
         yield
-        if expiry is not None:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
+        for job in jobs:
+            await stop_periodic(job)
+        await PaymentContext.of(app).registry.aclose()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await app.state.db.dispose()

@@ -1,8 +1,9 @@
-"""The `boxoffice` command: serve, db upgrade/downgrade, demo data, users."""
+"""The `boxoffice` command: serve, db upgrade/downgrade, demo data, users, payments."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -20,8 +21,10 @@ from boxoffice.migrations import alembic_config
 app = typer.Typer(help="boxoffice: cinema booking backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+payments_app = typer.Typer(help="Payments.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
+app.add_typer(payments_app, name="payments")
 
 T = TypeVar("T")
 
@@ -127,6 +130,49 @@ def users_create(
     except BoxofficeError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(1) from exc
+
+
+@payments_app.command("reconcile")
+def payments_reconcile(
+    since: Annotated[
+        dt.datetime | None,
+        typer.Option(help="Only payments created at or after this time (ISO 8601; UTC if naive)."),
+    ] = None,
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Minutes a payment must have been pending (BOXOFFICE_RECONCILE_AFTER_MINUTES).",
+        ),
+    ] = None,
+) -> None:
+    """Ask the providers about payments still pending and apply what they say (a lost
+    webhook's payment confirms its booking)."""
+    from boxoffice.app import create_app
+    from boxoffice.payments.reconcile import reconcile_pending
+    from boxoffice.payments.service import PaymentContext
+
+    settings = get_settings()
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    minutes = settings.reconcile_after_minutes if older_than is None else older_than
+
+    async def runner() -> dict[str, int]:
+        application = create_app(settings)  # registers what a successful payment does
+        ctx = PaymentContext.of(application)
+        try:
+            report = await reconcile_pending(
+                application.state.db, ctx, older_than=dt.timedelta(minutes=minutes), since=since
+            )
+        finally:
+            await ctx.registry.aclose()
+            await application.state.db.dispose()
+        return report.as_dict()
+
+    report = asyncio.run(runner())
+    typer.echo(" ".join(f"{name}={count}" for name, count in report.items()))
+    if report["errors"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -71,6 +71,30 @@ class Settings(BaseSettings):
     # How often each server process records expired bookings (0 turns the job off).
     expiry_interval_seconds: int = Field(default=30, ge=0)
 
+    # Payment providers. A provider is available (for new payments when it is
+    # `payment_provider`, and for the webhooks and refunds of earlier ones) when its keys are set.
+    # The API bases are the providers' live hosts; tests and sandboxes point them elsewhere.
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_webhook_tolerance: int = Field(default=300, ge=1)
+    paypal_client_id: str | None = None
+    paypal_client_secret: SecretStr | None = None
+    paypal_webhook_id: str | None = None
+    paypal_api_base: str = "https://api-m.paypal.com"
+    # Where PayPal sends the customer after approving (or cancelling) the payment: the
+    # cinema's checkout page, which then calls `POST /api/payments/paypal/capture`.
+    paypal_return_url: str = "http://localhost:8000/checkout/paypal/return"
+    paypal_cancel_url: str = "http://localhost:8000/checkout/paypal/cancel"
+    # Each call to a provider: its timeout, and how often a timeout or 5xx is retried (with the
+    # same idempotency key, so a retry never charges twice).
+    payment_provider_timeout: float = Field(default=10.0, gt=0)
+    payment_provider_retries: int = Field(default=2, ge=0, le=10)
+    # Reconciliation: payments still pending this long are checked with their provider, by
+    # `boxoffice payments reconcile` and by a job every `reconcile_interval_seconds` (0: off).
+    reconcile_after_minutes: int = Field(default=15, ge=1)
+    reconcile_interval_seconds: int = Field(default=600, ge=0)
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         if not self.database_url:

@@ -1,6 +1,7 @@
 """Imports every feature's tables so `Base.metadata` is complete (Alembic, tests)."""
 
 from boxoffice.accounts import models as accounts_models
+from boxoffice.audit import models as audit_models
 from boxoffice.booking import models as booking_models
 from boxoffice.catalog import models as catalog_models
 from boxoffice.core import idempotency
@@ -13,6 +14,7 @@ from boxoffice.venues import models as venues_models
 __all__ = [
     "Base",
     "accounts_models",
+    "audit_models",
     "booking_models",
     "catalog_models",
     "idempotency",

@@ -7,35 +7,19 @@ only one process can win. Correctness never waits for it: a seat whose hold has 
 
 from __future__ import annotations
 
-import asyncio
-import random
-
 import structlog
 from fastapi import FastAPI
 
 from boxoffice.booking.service import expire_due_bookings
-from boxoffice.config import Settings
 from boxoffice.core.db import Database
 from boxoffice.payments.service import PaymentContext
 
 log = structlog.get_logger(__name__)
 
 
-async def run_expiry_loop(app: FastAPI) -> None:
-    settings: Settings = app.state.settings
+async def expire_once(app: FastAPI) -> None:
     database: Database = app.state.db
-    ctx = PaymentContext.of(app)
-    interval = settings.expiry_interval_seconds
-    # Spread the processes' runs so they do not all wake at once.
-    await asyncio.sleep(random.uniform(0, interval))
-    while True:
-        try:
-            async with database.session() as session:
-                expired = await expire_due_bookings(session, ctx)
-            if expired:
-                log.info("bookings_expired", count=expired)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a database hiccup must not end the loop
-            log.exception("expiry_job_failed")
-        await asyncio.sleep(interval)
+    async with database.session() as session:
+        expired = await expire_due_bookings(session, PaymentContext.of(app))
+    if expired:
+        log.info("bookings_expired", count=expired)

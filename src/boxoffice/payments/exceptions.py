@@ -103,3 +103,10 @@ class RefundFailed(BoxofficeError):
     status = 502
     code = "refund_failed"
     title = "The payment provider refused the refund"
+
+
+class PaymentNotApproved(Conflict):
+    """A redirect-based payment (PayPal) the customer has not approved yet: nothing was taken."""
+
+    code = "payment_not_approved"
+    title = "The payment has not been approved by the customer yet"

@@ -35,6 +35,8 @@ class Payment(IdMixin, TimestampMixin, Base):
     provider: Mapped[str] = mapped_column(String(16))
     provider_ref: Mapped[str] = mapped_column(String(100))  # the provider's intent/order id
     client_secret: Mapped[str | None] = mapped_column(String(200))
+    # Redirect-based providers (PayPal): where the customer approves the payment.
+    approval_url: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(20), default=PaymentStatus.PENDING)
     amount: Mapped[Decimal] = mapped_column(Money())
     refunded_amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))

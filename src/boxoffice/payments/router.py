@@ -17,12 +17,13 @@ from boxoffice.core import idempotency
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.payments import service
-from boxoffice.payments.providers.local import SIGNATURE_HEADER
+from boxoffice.payments.providers.local import LOCAL, SIGNATURE_HEADER
 from boxoffice.payments.schemas import (
+    ConfirmationOut,
     CreateIntentIn,
     IntentOut,
     LocalConfirmIn,
-    LocalConfirmOut,
+    PayPalCaptureIn,
     RefundIn,
     RefundOut,
     WebhookOut,
@@ -58,6 +59,7 @@ async def create_intent(
         )
         return IntentOut(
             client_secret=payment.client_secret,
+            approval_url=payment.approval_url,
             payment_intent_id=payment.provider_ref,
             provider=payment.provider,
             amount=payment.amount,
@@ -77,7 +79,7 @@ async def create_intent(
 
 @router.post(
     "/payments/local/confirm",
-    response_model=LocalConfirmOut,
+    response_model=ConfirmationOut,
     summary="The local provider's card form: pay an intent with a test card",
     responses={
         402: {"description": "card_declined / invalid_card: the intent stays pending"},
@@ -92,11 +94,16 @@ async def confirm_local(
     ctx: PaymentCtx,
     idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
-    async def run() -> LocalConfirmOut:
-        done = await service.confirm_local(
-            session, ctx, user_id=user.id, provider_ref=body.payment_intent_id, card=body.card
+    async def run() -> ConfirmationOut:
+        done = await service.confirm_payment(
+            session,
+            ctx,
+            provider_name=LOCAL,
+            user_id=user.id,
+            provider_ref=body.payment_intent_id,
+            card=body.card,
         )
-        return LocalConfirmOut(
+        return ConfirmationOut(
             status=done.payment.status,
             payment_intent_id=done.payment.provider_ref,
             booking_id=done.payment.booking_id,
@@ -108,6 +115,48 @@ async def confirm_local(
         user_id=user.id,
         key=idempotency_key,
         scope="POST /api/payments/local/confirm",
+        body=body,
+        run=run,
+    )
+
+
+@router.post(
+    "/payments/paypal/capture",
+    response_model=ConfirmationOut,
+    summary="The customer is back from PayPal: capture the approved order",
+    responses={
+        402: {"description": "card_declined (or PayPal's code): the order stays payable"},
+        404: {"description": "not_found"},
+        409: {"description": "payment_not_approved / illegal_payment_transition"},
+    },
+)
+async def capture_paypal(
+    body: PayPalCaptureIn,
+    user: CurrentUser,
+    session: SessionDep,
+    ctx: PaymentCtx,
+    idempotency_key: idempotency.IdempotencyKey = None,
+) -> Any:
+    async def run() -> ConfirmationOut:
+        done = await service.confirm_payment(
+            session,
+            ctx,
+            provider_name="paypal",
+            user_id=user.id,
+            provider_ref=body.payment_intent_id,
+        )
+        return ConfirmationOut(
+            status=done.payment.status,
+            payment_intent_id=done.payment.provider_ref,
+            booking_id=done.payment.booking_id,
+            booking_status=done.booking_status,
+        )
+
+    return await idempotency.run_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        scope="POST /api/payments/paypal/capture",
         body=body,
         run=run,
     )

@@ -32,6 +32,9 @@ class CreateIntentIn(InputModel):
 
 class IntentOut(CamelModel):
     client_secret: str | None
+    approval_url: str | None = Field(
+        default=None, description="redirect-based providers (PayPal): send the customer here"
+    )
     payment_intent_id: str
     provider: str
     amount: Money
@@ -48,7 +51,11 @@ class LocalConfirmIn(InputModel):
     )
 
 
-class LocalConfirmOut(CamelModel):
+class PayPalCaptureIn(InputModel):
+    payment_intent_id: ProviderRef = Field(description="the PayPal order id from create-intent")
+
+
+class ConfirmationOut(CamelModel):
     status: str  # the payment's status: "succeeded" (or later states when confirmed again)
     payment_intent_id: str
     booking_id: uuid.UUID

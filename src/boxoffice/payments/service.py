@@ -32,6 +32,8 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from boxoffice.audit import service as audit
+from boxoffice.audit.models import ActorKind
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
@@ -45,6 +47,7 @@ from boxoffice.payments.exceptions import (
     IllegalPaymentTransition,
     InvalidRefundAmount,
     NothingToPay,
+    PaymentNotApproved,
     PaymentNotFound,
     ProviderNotConfigured,
     RefundExceedsPayment,
@@ -53,6 +56,8 @@ from boxoffice.payments.exceptions import (
 )
 from boxoffice.payments.models import Payment, PaymentEvent, PaymentStatus, Refund
 from boxoffice.payments.providers.base import (
+    ConfirmResult,
+    ConfirmStatus,
     EventType,
     PaymentProvider,
     ProviderEvent,
@@ -105,12 +110,26 @@ class ProviderRegistry:
             raise UnknownProvider(f"No payment provider {name[:32]!r} is configured here.")
         return provider
 
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+
 
 def build_registry(settings: Settings, signing_key: str | None = None) -> ProviderRegistry:
+    """Every provider whose keys are set, so webhooks and refunds of earlier payments still
+    work after the cinema switches `BOXOFFICE_PAYMENT_PROVIDER`."""
     providers: dict[str, PaymentProvider] = {}
     # Only when chosen: the local provider's test cards pay for anything.
     if settings.payment_provider == LOCAL:
         providers[LOCAL] = LocalProvider(signing_key or settings.signing_key())
+    if settings.stripe_secret_key is not None:
+        from boxoffice.payments.providers.stripe import StripeProvider
+
+        providers[StripeProvider.name] = StripeProvider(settings)
+    if settings.paypal_client_id and settings.paypal_client_secret is not None:
+        from boxoffice.payments.providers.paypal import PayPalProvider
+
+        providers[PayPalProvider.name] = PayPalProvider(settings)
     return ProviderRegistry(providers, settings.payment_provider)
 
 
@@ -201,8 +220,40 @@ async def _lock(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
     return payment
 
 
-async def _record_failure(session: AsyncSession, payment: Payment, code: str) -> None:
+def _audit(
+    session: AsyncSession,
+    payment: Payment,
+    action: str,
+    actor_kind: str,
+    actor_id: uuid.UUID | None = None,
+    **data: Any,
+) -> None:
+    """Every money movement leaves an audit entry in the transaction that makes it."""
+    audit.record(
+        session,
+        f"payment.{action}",
+        entity_type="payment",
+        entity_id=payment.id,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        data={
+            "bookingId": str(payment.booking_id),
+            "provider": payment.provider,
+            "providerRef": payment.provider_ref,
+            "currency": payment.currency,
+            **{
+                key: str(value) if isinstance(value, Decimal) else value
+                for key, value in data.items()
+            },
+        },
+    )
+
+
+async def _record_failure(
+    session: AsyncSession, payment: Payment, code: str, actor_kind: str = ActorKind.PROVIDER
+) -> None:
     """A failed attempt: remembered on the payment, which stays pending."""
+    _audit(session, payment, "attempt_failed", actor_kind, failureCode=code[:64])
     await session.execute(
         update(Payment)
         .where(Payment.id == payment.id, Payment.status == PaymentStatus.PENDING)
@@ -212,7 +263,14 @@ async def _record_failure(session: AsyncSession, payment: Payment, code: str) ->
     await session.refresh(payment)
 
 
-async def mark_succeeded(session: AsyncSession, ctx: PaymentContext, payment: Payment) -> bool:
+async def mark_succeeded(
+    session: AsyncSession,
+    ctx: PaymentContext,
+    payment: Payment,
+    *,
+    actor_kind: str = ActorKind.PROVIDER,
+    actor_id: uuid.UUID | None = None,
+) -> bool:
     """The provider took the money. Exactly one caller moves pending -> succeeded and runs the
     success handler, however many webhooks and confirmations race; a success for a cancelled
     or failed payment is refunded. True if this call applied the success."""
@@ -227,6 +285,7 @@ async def mark_succeeded(session: AsyncSession, ctx: PaymentContext, payment: Pa
         if payment.status in NOT_PAID:
             await _refund_late_success(session, ctx, payment)
         return False
+    _audit(session, payment, "succeeded", actor_kind, actor_id, amount=payment.amount)
     refunded_early = await _refund_total_from_events(session, payment)
     if refunded_early is not None and refunded_early >= payment.amount:
         # Refunded in full at the provider before its success reached us: nothing to honour.
@@ -269,6 +328,14 @@ async def _refund_late_success(
             )
         )
     log.warning("late_payment_refunded", payment_id=str(payment.id), was=payment.status)
+    _audit(
+        session,
+        payment,
+        "refunded",
+        ActorKind.SYSTEM,
+        amount=payment.amount,
+        reason=f"paid after the payment was {payment.status}",
+    )
     await _apply(
         session,
         payment,
@@ -318,6 +385,14 @@ async def _record_provider_refund(session: AsyncSession, payment: Payment, total
         return
     session.add(_provider_refund_row(payment, delta))
     log.warning("refund_made_at_provider", payment_id=str(payment.id), amount=str(delta))
+    _audit(
+        session,
+        payment,
+        "refunded",
+        ActorKind.PROVIDER,
+        amount=delta,
+        reason="refunded at the payment provider",
+    )
     to = PaymentStatus.REFUNDED if total >= payment.amount else PaymentStatus.PARTIALLY_REFUNDED
     await transition(session, payment, to, refunded_amount=total)
 
@@ -364,16 +439,26 @@ async def create_intent(
         f"booking-{booking.id}-intent-{len(payments) + 1}",
     )
     payment = Payment(
+        id=uuid.uuid4(),
         booking_id=booking.id,
         provider=provider.name,
         provider_ref=result.provider_ref,
         client_secret=result.client_secret,
+        approval_url=result.approval_url,
         status=PaymentStatus.PENDING,
         amount=booking.final_amount,
         refunded_amount=Decimal("0.00"),
         currency=booking.currency,
     )
     session.add(payment)
+    _audit(
+        session,
+        payment,
+        "intent_created",
+        ActorKind.CUSTOMER,
+        booking.user_id,
+        amount=payment.amount,
+    )
     await session.flush()
     return payment
 
@@ -404,12 +489,21 @@ async def create_intent_for_customer(
 async def _cancel(session: AsyncSession, ctx: PaymentContext, payment: Payment) -> None:
     if not await _apply(session, payment, PaymentStatus.CANCELLED, {PaymentStatus.PENDING}, {}):
         return
+    _audit(session, payment, "cancelled", ActorKind.SYSTEM)
     try:
         await ctx.provider(payment.provider).cancel(payment.provider_ref)
     except BoxofficeError as exc:
         # Cancelled here regardless: should the provider still take the money, the success
         # event finds a cancelled payment and refunds it.
         log.warning("intent_cancel_failed", payment_id=str(payment.id), error=exc.code)
+
+
+async def cancel_payment(session: AsyncSession, payment: Payment, *, actor_kind: str) -> bool:
+    """The provider reports the intent cancelled: record it (no call back to the provider)."""
+    if not await _apply(session, payment, PaymentStatus.CANCELLED, {PaymentStatus.PENDING}, {}):
+        return False
+    _audit(session, payment, "cancelled", actor_kind)
+    return True
 
 
 async def cancel_intent(session: AsyncSession, ctx: PaymentContext, booking_id: uuid.UUID) -> None:
@@ -435,7 +529,7 @@ async def succeeded_payment(session: AsyncSession, booking_id: uuid.UUID) -> Pay
     )
 
 
-async def _lock_by_ref(
+async def lock_by_ref(
     session: AsyncSession, provider_name: str, provider_ref: str
 ) -> Payment | None:
     """The payment of a provider intent, locked after its booking row. Whatever changes a
@@ -457,37 +551,65 @@ async def _lock_by_ref(
 
 
 @dataclass(frozen=True)
-class LocalConfirmation:
+class Confirmation:
     payment: Payment
     booking_status: str
 
 
-async def confirm_local(
+async def capture(
+    session: AsyncSession,
+    ctx: PaymentContext,
+    payment: Payment,
+    *,
+    card: str | None = None,
+    actor_kind: str,
+    actor_id: uuid.UUID | None = None,
+) -> ConfirmResult:
+    """Complete a pending payment at its provider (the local card form, a PayPal capture).
+    A success confirms the booking through `mark_succeeded`; a decline is recorded and the
+    payment stays pending. The caller holds the payment's lock (`lock_by_ref`)."""
+    result = await ctx.provider(payment.provider).confirm(payment.provider_ref, card)
+    if result.succeeded:
+        await mark_succeeded(session, ctx, payment, actor_kind=actor_kind, actor_id=actor_id)
+    elif result.status == ConfirmStatus.DECLINED:
+        await _record_failure(session, payment, result.failure_code or "card_declined", actor_kind)
+    return result
+
+
+async def confirm_payment(
     session: AsyncSession,
     ctx: PaymentContext,
     *,
+    provider_name: str,
     user_id: uuid.UUID,
     provider_ref: str,
-    card: str | None,
-) -> LocalConfirmation:
-    """The local provider's card form: 402 on a declined card (the intent stays pending);
-    on success the booking is confirmed through the same path a webhook takes. Confirming a
-    payment that already succeeded answers its state again without charging."""
-    provider = ctx.provider(LOCAL)
-    payment = await _lock_by_ref(session, LOCAL, provider_ref)
-    # Loaded (and locked) by _lock_by_ref: no query here.
+    card: str | None = None,
+) -> Confirmation:
+    """The customer completes their payment: the local provider's card form, or the return
+    from PayPal's approval page. 402 on a decline (the intent stays pending), 409
+    `payment_not_approved` before the customer approved it; on success the booking is
+    confirmed through the same path a webhook takes. Confirming a payment that already
+    succeeded answers its state again without charging."""
+    provider = ctx.provider(provider_name)
+    payment = await lock_by_ref(session, provider.name, provider_ref)
+    # Loaded (and locked) by lock_by_ref: no query here.
     booking = await session.get(Booking, payment.booking_id) if payment is not None else None
     if payment is None or booking is None or booking.user_id != user_id:
         raise PaymentNotFound("No such payment intent.")
     if payment.status == PaymentStatus.PENDING:
-        result = await provider.confirm(provider_ref, card)
-        if not result.succeeded:
+        result = await capture(
+            session, ctx, payment, card=card, actor_kind=ActorKind.CUSTOMER, actor_id=user_id
+        )
+        if result.status == ConfirmStatus.DECLINED:
             code = result.failure_code or "card_declined"
-            await _record_failure(session, payment, code)
             raise CardDeclined(
                 result.message, code=code, paymentIntentId=provider_ref, bookingId=str(booking.id)
             )
-        await mark_succeeded(session, ctx, payment)
+        if result.status == ConfirmStatus.REQUIRES_ACTION:
+            raise PaymentNotApproved(
+                result.message or "Approve the payment with the provider first.",
+                paymentIntentId=provider_ref,
+            )
     elif payment.status not in MONEY_TAKEN:
         raise IllegalPaymentTransition(
             f"The payment was {payment.status}; create a new intent.",
@@ -496,7 +618,7 @@ async def confirm_local(
         )
     booking_status = await session.scalar(select(Booking.status).where(Booking.id == booking.id))
     assert booking_status is not None
-    return LocalConfirmation(payment, booking_status)
+    return Confirmation(payment, booking_status)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,7 +639,7 @@ async def handle_webhook(
     payment = None
     if event.provider_ref:
         # Locked first, so a redelivery racing this one waits and then finds the stored event.
-        payment = await _lock_by_ref(session, provider.name, event.provider_ref)
+        payment = await lock_by_ref(session, provider.name, event.provider_ref)
     try:
         async with session.begin_nested():
             session.add(
@@ -555,9 +677,18 @@ async def _apply_event(
         await _record_failure(session, payment, event.failure_code or "payment_failed")
     elif event.type == EventType.CANCELED:
         try:
-            await transition(session, payment, PaymentStatus.CANCELLED)
+            if await transition(session, payment, PaymentStatus.CANCELLED):
+                _audit(session, payment, "cancelled", ActorKind.PROVIDER)
         except IllegalPaymentTransition:
             log.warning("payment_event_out_of_place", payment_id=str(payment.id), type=event.type)
+    elif event.type == EventType.APPROVED:
+        if payment.status == PaymentStatus.PENDING:
+            await capture(session, ctx, payment, actor_kind=ActorKind.PROVIDER)
+    elif event.type == EventType.DISPUTE_CREATED:
+        # The money is held by the provider until the dispute is decided; staff answer it in
+        # the provider's dashboard. Recorded so reports and staff see it.
+        log.warning("payment_disputed", payment_id=str(payment.id), amount=str(event.amount))
+        _audit(session, payment, "disputed", ActorKind.PROVIDER, amount=event.amount)
     elif event.type == EventType.REFUNDED:
         # Before the success it stays stored until `mark_succeeded` applies it.
         total = event.amount if event.amount is not None else payment.amount
@@ -632,6 +763,20 @@ async def refund(
         requested_by=requested_by,
     )
     session.add(record)
+    _audit(
+        session,
+        payment,
+        "refunded",
+        ActorKind.SYSTEM
+        if requested_by is None
+        else ActorKind.CUSTOMER
+        if requested_by == booking.user_id
+        else ActorKind.STAFF,
+        requested_by,
+        amount=amount,
+        fee=fee,
+        reason=reason[:500] if reason else None,
+    )
     total = payment.refunded_amount + amount
     to = PaymentStatus.REFUNDED if total >= payment.amount else PaymentStatus.PARTIALLY_REFUNDED
     await transition(session, payment, to, refunded_amount=total)

@@ -12,6 +12,7 @@ The service speaks only this interface, so a provider is a class with these meth
   webhook).
 - `refund` and `cancel` act on an intent; `refund` takes the currency because providers want
   minor units (Stripe) or a currency-tagged amount (PayPal).
+- `aclose` releases the provider's HTTP client at shutdown.
 - `verify_webhook` checks authenticity and parses the body into a `ProviderEvent` with one of
   the `EventType` names, whatever the provider calls it. It is async because PayPal verifies
   through an API call (or a downloaded certificate).
@@ -40,10 +41,13 @@ class EventType:
     CANCELED = "payment_intent.canceled"
     REFUNDED = "charge.refunded"  # `amount` = total refunded so far at the provider
     DISPUTE_CREATED = "charge.dispute.created"
+    # The customer approved a redirect-based payment (PayPal): the service captures it now.
+    APPROVED = "checkout.order.approved"
 
 
 class IntentStatus:
     PENDING = "pending"  # waiting for a payment method or the customer's approval
+    APPROVED = "approved"  # approved by the customer, to be captured by us (PayPal)
     REQUIRES_ACTION = "requires_action"  # e.g. 3-D Secure in the customer's browser
     SUCCEEDED = "succeeded"
     CANCELLED = "cancelled"
@@ -128,6 +132,10 @@ class PaymentProvider(ABC):
     @abstractmethod
     async def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> ProviderEvent:
         """Check the event's authenticity (raise `InvalidSignature`) and parse it."""
+
+    async def aclose(self) -> None:
+        """Release network clients (called once at app shutdown)."""
+        return None
 
 
 # ISO 4217 currencies whose minor unit is not a hundredth, as payment APIs count them.

@@ -898,3 +898,40 @@ async def test_success_after_cancellation_is_refunded_and_audited(
     ]
     assert trail[2].data["amount"] == "25.00"
     assert booking_id not in confirmations
+
+
+async def test_admin_reads_the_audit_log_filtered_and_paginated(
+    client: httpx.AsyncClient, app: FastAPI, confirmations: list[uuid.UUID]
+) -> None:
+    customer = await make_user(app)
+    admin = await make_user(app, role="admin")
+    cashier = await make_user(app, role="cashier")
+    _, first_intent = await paid_booking(client, app, customer)
+    await paid_booking(client, app, customer)
+    first_payment = await payment_of(app, first_intent)
+
+    async def read(**params: Any) -> httpx.Response:
+        return await client.get("/api/admin/audit-log", params=params, headers=admin.headers)
+
+    everything = (await read(limit=3)).json()
+    assert everything["pagination"] == {"page": 1, "limit": 3, "total": 4, "totalPages": 2}
+    times = [e["createdAt"] for e in everything["entries"]]
+    assert times == sorted(times, reverse=True)  # newest first
+
+    one = (await read(entityType="payment", entityId=str(first_payment.id))).json()
+    assert [e["action"] for e in one["entries"]] == ["payment.succeeded", "payment.intent_created"]
+    assert one["entries"][1]["actorId"] == str(customer.id)
+    assert one["entries"][1]["data"]["providerRef"] == first_intent
+
+    by_prefix = (await read(action="payment.")).json()["pagination"]["total"]
+    exact = (await read(action="payment.succeeded")).json()["pagination"]["total"]
+    assert (by_prefix, exact) == (4, 2)
+    assert (await read(actorId=str(admin.id))).json()["pagination"]["total"] == 0
+    future = (utcnow() + dt.timedelta(hours=1)).isoformat()
+    assert (await read(**{"from": future})).json()["entries"] == []
+    assert (await read(to=future)).json()["pagination"]["total"] == 4
+
+    assert (await read(**{"from": "yesterday"})).status_code == 422
+    forbidden = await client.get("/api/admin/audit-log", headers=cashier.headers)
+    assert forbidden.status_code == 403
+    assert (await client.get("/api/admin/audit-log")).status_code == 401

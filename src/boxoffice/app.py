@@ -15,6 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from boxoffice import __version__
 from boxoffice.accounts.router import admin_router as accounts_admin_router
 from boxoffice.accounts.router import router as accounts_router
+from boxoffice.audit.router import router as audit_router
 from boxoffice.booking import service as booking_service
 from boxoffice.booking.expiry import expire_once
 from boxoffice.booking.router import router as booking_router
@@ -130,5 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         venues_admin_router,
         catalog_admin_router,
         scheduling_admin_router,
+        audit_router,
     )
     return app

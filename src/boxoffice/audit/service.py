@@ -3,11 +3,13 @@ change it describes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.audit.models import AuditEntry
@@ -34,3 +36,47 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    actor_id: uuid.UUID | None = None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    action: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    offset: int = 0,
+    limit: int = 20,
+) -> tuple[Sequence[AuditEntry], int]:
+    """Newest first, filtered by actor, entity, action (exact, or a prefix ending in `.`) and
+    time (`since` inclusive, `until` exclusive)."""
+    filters: list[ColumnElement[bool]] = []
+    if actor_id is not None:
+        filters.append(AuditEntry.actor_id == actor_id)
+    if entity_type is not None:
+        filters.append(AuditEntry.entity_type == entity_type)
+    if entity_id is not None:
+        filters.append(AuditEntry.entity_id == entity_id)
+    if action is not None:
+        filters.append(
+            AuditEntry.action.startswith(action, autoescape=True)
+            if action.endswith(".")
+            else AuditEntry.action == action
+        )
+    if since is not None:
+        filters.append(AuditEntry.created_at >= since)
+    if until is not None:
+        filters.append(AuditEntry.created_at < until)
+    total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*filters))
+    entries = (
+        await session.scalars(
+            select(AuditEntry)
+            .where(*filters)
+            .order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+    ).all()
+    return entries, total or 0

@@ -606,8 +606,11 @@ async def confirm_payment(
                 result.message, code=code, paymentIntentId=provider_ref, bookingId=str(booking.id)
             )
         if result.status == ConfirmStatus.REQUIRES_ACTION:
+            # Not approved yet, or held for review at the provider (`capture_pending`): no
+            # money taken so far; the provider's reason and message say which.
             raise PaymentNotApproved(
                 result.message or "Approve the payment with the provider first.",
+                reason=result.failure_code,
                 paymentIntentId=provider_ref,
             )
     elif payment.status not in MONEY_TAKEN:

@@ -4,7 +4,11 @@ delivered to the webhook signed as Stripe signs them."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,9 +29,10 @@ from boxoffice.payments.exceptions import InvalidSignature, ProviderError, Refun
 from boxoffice.payments.models import Payment, PaymentEvent, Refund
 from boxoffice.payments.providers.base import IntentStatus, RefundStatus
 from boxoffice.payments.providers.stripe import StripeProvider
+from boxoffice.payments.reconcile import reconcile_pending
 from boxoffice.payments.service import PaymentContext
 from tests.booking_helpers import book, book_hold, hold, seed_showtime
-from tests.conftest import Backend, make_settings
+from tests.conftest import TEST_SECRET, Backend, make_settings
 from tests.fakes.stripe_server import (
     CANCEL_INTENT,
     CREATE_INTENT,
@@ -565,8 +570,6 @@ async def test_expired_booking_cancels_its_intent_at_stripe(
 async def test_reconciliation_confirms_a_payment_whose_webhook_was_lost(
     api: httpx.AsyncClient, app: FastAPI, fake: FakeStripe, stripe_ctx: PaymentContext
 ) -> None:
-    from boxoffice.payments.reconcile import reconcile_pending
-
     customer = await make_user(app)
     paid_id, paid = await stripe_booking(api, app, customer)
     unpaid_id, _ = await stripe_booking(api, app, customer)
@@ -580,6 +583,88 @@ async def test_reconciliation_confirms_a_payment_whose_webhook_was_lost(
     # The webhook arriving after all is a no-op.
     await deliver_ok(api, fake, fake.last_event("payment_intent.succeeded", paid))
     assert await ticket_count(api, customer, paid_id) == len(SEATS)
+
+
+async def test_reconcile_command_confirms_paid_and_records_cancelled_intents(
+    api: httpx.AsyncClient,
+    app: FastAPI,
+    fake: FakeStripe,
+    stripe_ctx: PaymentContext,
+    backend: Backend,
+    tmp_path: Path,
+) -> None:
+    customer = await make_user(app)
+    paid_id, paid = await stripe_booking(api, app, customer)
+    _, cancelled = await stripe_booking(api, app, customer)
+    assert await customer_pays(fake, paid, PM_SUCCEEDS) == 200  # webhooks lost
+    async with httpx.AsyncClient(base_url=fake.base_url) as dashboard:  # cancelled at Stripe
+        answer = await dashboard.post(
+            f"/v1/payment_intents/{cancelled}/cancel",
+            data={"cancellation_reason": "abandoned"},
+            headers={"Authorization": f"Bearer {SECRET_KEY}"},
+        )
+        assert answer.status_code == 200, answer.text
+    env = {
+        **os.environ,
+        "BOXOFFICE_ENV": "test",
+        "BOXOFFICE_DATABASE_URL": backend.url,
+        "BOXOFFICE_VAR_DIR": str(tmp_path / "cli"),
+        "BOXOFFICE_SECRET_KEY": TEST_SECRET,
+        "BOXOFFICE_PAYMENT_PROVIDER": "stripe",
+        "BOXOFFICE_STRIPE_SECRET_KEY": SECRET_KEY,
+        "BOXOFFICE_STRIPE_API_BASE": fake.base_url,
+    }
+    # Both are younger than the default threshold (15 minutes): nothing to do yet.
+    fresh = await reconcile_pending(app.state.db, stripe_ctx, older_than=dt.timedelta(minutes=15))
+    assert fresh.checked == 0
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "boxoffice.cli",
+            "payments",
+            "reconcile",
+            "--older-than",
+            "0",
+            "--since",
+            "2000-01-01",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "checked=2 confirmed=1 cancelled=1 still_pending=0 errors=0" in done.stdout
+    assert (await booking_of(api, customer, paid_id))["status"] == "confirmed"
+    assert (await payment_of(app, cancelled)).status == "cancelled"
+
+
+async def test_reconciliation_job_runs_in_the_server(
+    make_client: MakeClient, app: FastAPI, fake: FakeStripe
+) -> None:
+    api = await make_client(**stripe_settings(fake))
+    customer = await make_user(app)
+    booking_id, intent_id = await stripe_booking(api, app, customer)
+    assert await customer_pays(fake, intent_id, PM_SUCCEEDS) == 200  # webhook lost
+    async with app.state.db.session() as session:  # pending for longer than the threshold
+        await session.execute(
+            update(Payment)
+            .where(Payment.provider_ref == intent_id)
+            .values(created_at=utcnow() - dt.timedelta(minutes=2))
+        )
+
+    # An app with the job on, as a server process would run it.
+    with_job = await make_client(
+        **stripe_settings(fake, reconcile_interval_seconds=1, reconcile_after_minutes=1)
+    )
+    for _ in range(100):
+        if (await booking_of(with_job, customer, booking_id))["status"] == "confirmed":
+            break
+        await asyncio.sleep(0.1)
+    assert (await booking_of(with_job, customer, booking_id))["status"] == "confirmed"
 
 
 # ---------------------------------------------------------------------------------------------

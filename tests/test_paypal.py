@@ -250,6 +250,25 @@ async def test_approval_webhook_alone_captures_and_confirms(
     assert paypal.capture_count == 1
 
 
+async def test_return_capture_and_approval_webhook_racing_capture_once(
+    app: FastAPI, shop: httpx.AsyncClient, paypal: FakePayPal
+) -> None:
+    purchase = await book_seats(app, shop)
+    approval = paypal.approve(purchase.order_id)
+
+    # The customer's browser comes back while PayPal's webhook arrives, twice each.
+    answers = await asyncio.gather(
+        capture(shop, purchase),
+        deliver(shop, approval),
+        capture(shop, purchase),
+        deliver(shop, approval),
+    )
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]
+    assert paypal.capture_count == 1
+    assert await booking_status(app, purchase.booking_uuid) == "confirmed"
+    assert len(await tickets_of(shop, purchase)) == 2
+
+
 async def test_declined_funding_source_leaves_the_booking_pending_until_paid_another_way(
     app: FastAPI, shop: httpx.AsyncClient, paypal: FakePayPal
 ) -> None:

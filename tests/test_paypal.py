@@ -269,6 +269,30 @@ async def test_return_capture_and_approval_webhook_racing_capture_once(
     assert len(await tickets_of(shop, purchase)) == 2
 
 
+async def test_expired_order_fails_for_good_and_a_new_order_can_be_paid(
+    app: FastAPI, shop: httpx.AsyncClient, paypal: FakePayPal
+) -> None:
+    purchase = await book_seats(app, shop)
+    paypal.approve(purchase.order_id)
+    paypal.expire(purchase.order_id)
+
+    refused = await capture(shop, purchase)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "payment_failed"
+    assert refused.json()["reason"] == "order_expired"
+    assert (await payment_of(app, purchase.order_id)).status == "failed"
+    assert await booking_status(app, purchase.booking_uuid) == "pending"
+
+    again = await create_intent(shop, purchase)
+    assert again.status_code == 200, again.text
+    new_order = again.json()["paymentIntentId"]
+    assert new_order != purchase.order_id
+    assert paypal.order_count == 2
+    paypal.approve(new_order)
+    retry = Purchase(purchase.customer, purchase.booking_id, new_order)
+    assert (await capture(shop, retry)).json()["bookingStatus"] == "confirmed"
+
+
 async def test_declined_funding_source_leaves_the_booking_pending_until_paid_another_way(
     app: FastAPI, shop: httpx.AsyncClient, paypal: FakePayPal
 ) -> None:

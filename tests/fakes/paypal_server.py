@@ -182,6 +182,7 @@ class Order:
     status: str
     capture: Capture | None = None
     decline_next_capture: str | None = None
+    expired: bool = False
     payer_id: str | None = None
     create_time: str = field(default_factory=_now)
 
@@ -279,6 +280,11 @@ class FakePayPal:
                 self._order_json(order),
                 "An order has been approved by buyer",
             )
+
+    def expire(self, order_id: str) -> None:
+        """The order passed PayPal's time limit uncaptured: it can no longer be paid."""
+        with self._lock:
+            self.orders[order_id].expired = True
 
     def decline_next_capture(self, order_id: str, how: str = INSTRUMENT_DECLINED) -> None:
         """The payer's funding source fails at the next capture of this order."""
@@ -701,6 +707,8 @@ class FakePayPal:
             return unprocessable(
                 "ORDER_ALREADY_CAPTURED", "Order already captured. Only one capture per order."
             )
+        if order.expired:
+            return unprocessable("ORDER_EXPIRED", "The order has expired.")
         if order.status != "APPROVED":
             return unprocessable(
                 "ORDER_NOT_APPROVED", "Payer has not yet approved the Order for payment."

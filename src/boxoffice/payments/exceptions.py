@@ -105,6 +105,15 @@ class RefundFailed(BoxofficeError):
     title = "The payment provider refused the refund"
 
 
+class PaymentFailed(Conflict):
+    """The provider will never take money on this intent (e.g. an expired PayPal order); the
+    payment is recorded failed and `create-intent` makes a new one."""
+
+    code = "payment_failed"
+    title = "The payment can no longer be completed"
+    commit = True
+
+
 class PaymentNotApproved(Conflict):
     """A redirect-based payment (PayPal) the customer has not approved yet: nothing was taken."""
 

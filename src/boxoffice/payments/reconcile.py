@@ -24,7 +24,7 @@ from boxoffice.core.db import Database
 from boxoffice.core.errors import BoxofficeError
 from boxoffice.payments import service
 from boxoffice.payments.models import Payment, PaymentStatus
-from boxoffice.payments.providers.base import IntentStatus
+from boxoffice.payments.providers.base import ConfirmStatus, IntentStatus
 from boxoffice.payments.providers.local import LOCAL
 
 log = structlog.get_logger(__name__)
@@ -109,7 +109,9 @@ async def _apply(
         if status == IntentStatus.APPROVED:
             # Approved by the customer, never captured (they closed the tab on the way back).
             result = await service.capture(session, ctx, payment, actor_kind=ActorKind.SYSTEM)
-            return "confirmed" if result.succeeded else "still_pending"
+            if result.succeeded:
+                return "confirmed"
+            return "cancelled" if result.status == ConfirmStatus.FAILED else "still_pending"
         await service.cancel_payment(session, payment, actor_kind=ActorKind.PROVIDER)
         return "cancelled"
 

@@ -47,6 +47,7 @@ from boxoffice.payments.exceptions import (
     IllegalPaymentTransition,
     InvalidRefundAmount,
     NothingToPay,
+    PaymentFailed,
     PaymentNotApproved,
     PaymentNotFound,
     ProviderNotConfigured,
@@ -573,6 +574,12 @@ async def capture(
         await mark_succeeded(session, ctx, payment, actor_kind=actor_kind, actor_id=actor_id)
     elif result.status == ConfirmStatus.DECLINED:
         await _record_failure(session, payment, result.failure_code or "card_declined", actor_kind)
+    elif result.status == ConfirmStatus.FAILED:
+        code = (result.failure_code or "payment_failed")[:64]
+        if await _apply(
+            session, payment, PaymentStatus.FAILED, {PaymentStatus.PENDING}, {"failure_code": code}
+        ):
+            _audit(session, payment, "failed", actor_kind, actor_id, failureCode=code)
     return result
 
 
@@ -604,6 +611,13 @@ async def confirm_payment(
             code = result.failure_code or "card_declined"
             raise CardDeclined(
                 result.message, code=code, paymentIntentId=provider_ref, bookingId=str(booking.id)
+            )
+        if result.status == ConfirmStatus.FAILED:
+            raise PaymentFailed(
+                result.message or "The payment can no longer be completed; pay again.",
+                reason=result.failure_code,
+                paymentIntentId=provider_ref,
+                bookingId=str(booking.id),
             )
         if result.status == ConfirmStatus.REQUIRES_ACTION:
             # Not approved yet, or held for review at the provider (`capture_pending`): no

@@ -56,6 +56,7 @@ class IntentStatus:
 class ConfirmStatus:
     SUCCEEDED = "succeeded"
     DECLINED = "declined"  # this attempt failed; the intent may be confirmed again
+    FAILED = "failed"  # final: this intent can never be paid (e.g. an expired PayPal order)
     REQUIRES_ACTION = "requires_action"
 
 

@@ -415,7 +415,7 @@ class PayPalProvider(PaymentProvider):
             return _capture_outcome(order)
         if issue in {"ORDER_EXPIRED", "ORDER_COMPLETED_OR_VOIDED"}:
             return ConfirmResult(
-                ConfirmStatus.DECLINED,
+                ConfirmStatus.FAILED,
                 issue.lower(),
                 "The PayPal order can no longer be paid; create a new payment.",
             )

@@ -4,9 +4,13 @@ from boxoffice.accounts import models as accounts_models
 from boxoffice.audit import models as audit_models
 from boxoffice.booking import models as booking_models
 from boxoffice.catalog import models as catalog_models
+from boxoffice.concessions import models as concessions_models
 from boxoffice.core import idempotency
 from boxoffice.core.db import Base
+from boxoffice.loyalty import models as loyalty_models
 from boxoffice.payments import models as payments_models
+from boxoffice.pricing import models as pricing_models
+from boxoffice.promotions import models as promotions_models
 from boxoffice.scheduling import models as scheduling_models
 from boxoffice.tickets import models as tickets_models
 from boxoffice.venues import models as venues_models
@@ -17,8 +21,12 @@ __all__ = [
     "audit_models",
     "booking_models",
     "catalog_models",
+    "concessions_models",
     "idempotency",
+    "loyalty_models",
     "payments_models",
+    "pricing_models",
+    "promotions_models",
     "scheduling_models",
     "tickets_models",
     "venues_models",

@@ -58,9 +58,37 @@ class Booking(IdMixin, TimestampMixin, Base):
     hold_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("holds.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(12), default=BookingStatus.PENDING)
     currency: Mapped[str] = mapped_column(String(3))
+    # total_amount - discount_amount = final_amount, always. The parts:
+    # total = tickets + snacks (tickets already include the pricing rules' adjustments);
+    # discount = promo + points + tier; tax is the VAT contained in final.
     total_amount: Mapped[Decimal] = mapped_column(Money())
     discount_amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
     final_amount: Mapped[Decimal] = mapped_column(Money())
+    tickets_amount: Mapped[Decimal] = mapped_column(
+        Money(), default=Decimal("0.00"), server_default="0.00"
+    )
+    snacks_amount: Mapped[Decimal] = mapped_column(
+        Money(), default=Decimal("0.00"), server_default="0.00"
+    )
+    adjustments_amount: Mapped[Decimal] = mapped_column(
+        Money(), default=Decimal("0.00"), server_default="0.00"
+    )
+    promo_discount: Mapped[Decimal] = mapped_column(
+        Money(), default=Decimal("0.00"), server_default="0.00"
+    )
+    points_redeemed: Mapped[int] = mapped_column(default=0, server_default="0")
+    points_discount: Mapped[Decimal] = mapped_column(
+        Money(), default=Decimal("0.00"), server_default="0.00"
+    )
+    tier_discount: Mapped[Decimal] = mapped_column(
+        Money(), default=Decimal("0.00"), server_default="0.00"
+    )
+    tax_amount: Mapped[Decimal] = mapped_column(
+        Money(), default=Decimal("0.00"), server_default="0.00"
+    )
+    # Snacks are collected at the counter with this code (bookings with snacks only).
+    pickup_code: Mapped[str | None] = mapped_column(String(12), unique=True)
+    snacks_collected_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     refunded_amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

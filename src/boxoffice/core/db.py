@@ -109,29 +109,48 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
-class Money(TypeDecorator[Decimal]):
-    """Exact money amounts: NUMERIC(12,2), or integer minor units on SQLite (no decimals there)."""
+class ExactDecimal(TypeDecorator[Decimal]):
+    """Exact decimals with a fixed scale: NUMERIC(precision, scale), or an integer count of the
+    smallest unit on SQLite (which has no exact decimals)."""
 
     impl = Numeric(12, 2)
     cache_ok = True
+    precision = 12
+    scale = 2
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(Integer())
-        return dialect.type_descriptor(Numeric(12, 2, asdecimal=True))
+        return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        amount = Decimal(value).quantize(Decimal("0.01"))
-        return int(amount * 100) if dialect.name == "sqlite" else amount
+        amount = Decimal(value).quantize(Decimal(1).scaleb(-self.scale))
+        return int(amount.scaleb(self.scale)) if dialect.name == "sqlite" else amount
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
+        unit = Decimal(1).scaleb(-self.scale)
         if dialect.name == "sqlite":
-            return (Decimal(int(value)) / 100).quantize(Decimal("0.01"))
-        return Decimal(value).quantize(Decimal("0.01"))
+            return Decimal(int(value)).scaleb(-self.scale).quantize(unit)
+        return Decimal(value).quantize(unit)
+
+
+class Money(ExactDecimal):
+    """Exact money amounts: NUMERIC(12,2), or integer minor units on SQLite."""
+
+    cache_ok = True
+
+
+class Ratio(ExactDecimal):
+    """Factors and rates to four places (a 0.8500 multiplier, 0.0700 VAT): NUMERIC(8,4)."""
+
+    impl = Numeric(8, 4)
+    cache_ok = True
+    precision = 8
+    scale = 4
 
 
 class IdMixin:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from boxoffice.core.db import Base, IdMixin, TimestampMixin
+from boxoffice.core.db import Base, IdMixin, Ratio, TimestampMixin
 
 
 class City(IdMixin, TimestampMixin, Base):
@@ -27,6 +28,10 @@ class Theater(IdMixin, TimestampMixin, Base):
     location: Mapped[str] = mapped_column(String(300), default="")
     timezone: Mapped[str] = mapped_column(String(64))
     currency: Mapped[str] = mapped_column(String(3))  # ISO 4217
+    # VAT contained in this theater's prices (0.0700 = 7%), shown on bookings and invoices.
+    vat_rate: Mapped[Decimal] = mapped_column(
+        Ratio(), default=Decimal("0"), server_default="0.0000"
+    )
     # endTime = start + movie duration + ads/trailers + cleaning (minutes)
     ads_minutes: Mapped[int] = mapped_column(default=15)
     cleaning_minutes: Mapped[int] = mapped_column(default=15)

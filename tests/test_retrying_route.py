@@ -51,3 +51,25 @@ async def test_a_lost_deadlock_is_retried_with_the_first_session_closed(
     assert response.json() == {"attempts": 2}
     # The retry's connection is the only one out: the failed attempt's went back first.
     assert attempts == [1, 1]
+
+
+def test_a_savepoint_lost_to_an_innodb_deadlock_is_retryable() -> None:
+    """InnoDB rolls back the whole transaction on a deadlock; inside a savepoint what surfaces
+    is the failed ROLLBACK TO SAVEPOINT (1305), with the deadlock as its context."""
+    import pymysql.err
+    from sqlalchemy.exc import OperationalError
+
+    from boxoffice.core.errors import is_retryable
+
+    deadlock = OperationalError(
+        "UPDATE showtime_seats", {}, pymysql.err.OperationalError(1213, "Deadlock found")
+    )
+    lost_savepoint = OperationalError(
+        "ROLLBACK TO SAVEPOINT sa_savepoint_5",
+        {},
+        pymysql.err.OperationalError(1305, "SAVEPOINT sa_savepoint_5 does not exist"),
+    )
+    assert not is_retryable(lost_savepoint)  # on its own: a bug, not a lost race
+    lost_savepoint.__context__ = deadlock
+    assert is_retryable(lost_savepoint)
+    assert is_retryable(deadlock)

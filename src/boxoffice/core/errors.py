@@ -208,9 +208,22 @@ _MYSQL_RETRYABLE = {1213, 1205}
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """A deadlock or serialisation failure: the transaction was rolled back and may be re-run."""
-    if not isinstance(exc, DBAPIError):
-        return False
+    """A deadlock or serialisation failure: the transaction was rolled back and may be re-run.
+
+    InnoDB rolls back the whole transaction on a deadlock, savepoints included; when the
+    deadlock hit inside a savepoint, what surfaces is the failed `ROLLBACK TO SAVEPOINT`
+    (1305), with the deadlock as its context. That is retryable too."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the deadlock is at most a few links down the chain
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and _is_conflict(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_conflict(exc: DBAPIError) -> bool:
     orig = exc.orig
     if getattr(orig, "sqlstate", None) in _PG_RETRYABLE:
         return True

@@ -35,6 +35,8 @@ from boxoffice.payments import service as payments_service
 from boxoffice.payments.reconcile import reconcile_once
 from boxoffice.payments.router import router as payments_router
 from boxoffice.payments.service import PaymentContext
+from boxoffice.pricing.router import admin_router as pricing_admin_router
+from boxoffice.pricing.router import router as pricing_router
 from boxoffice.scheduling.router import admin_router as scheduling_admin_router
 from boxoffice.scheduling.router import router as scheduling_router
 from boxoffice.scheduling.seat_map import SeatMapRenderer
@@ -131,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         venues_admin_router,
         catalog_admin_router,
         scheduling_admin_router,
+        pricing_router,
+        pricing_admin_router,
         audit_router,
     )
     return app

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     cancellation_fee_percent: int = Field(default=0, ge=0, le=100)
     # How often each server process records expired bookings (0 turns the job off).
     expiry_interval_seconds: int = Field(default=30, ge=0)
+    # How long a process's seat maps reuse a showtime's rule prices (0: re-read every time).
+    # Rule changes made through this process apply at once; other processes' within this time.
+    # Booking always prices fresh.
+    price_cache_seconds: float = Field(default=5, ge=0, le=3600)
 
     # Payment providers. A provider is available (for new payments when it is
     # `payment_provider`, and for the webhooks and refunds of earlier ones) when its keys are set.

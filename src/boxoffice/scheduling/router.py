@@ -63,10 +63,15 @@ async def get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeO
 async def get_seat_map(
     request: Request, session: SessionDep, showtime_id: uuid.UUID, user: OptionalUser
 ) -> Response:
-    """The seat map: every sellable seat by row with its state and price; with a token, the
-    caller's own held seats say `heldByYou`."""
+    """The seat map: every sellable seat by row with its state and price (pricing rules
+    applied); with a token, the caller's own held seats say `heldByYou`."""
     renderer: SeatMapRenderer = request.app.state.seat_maps
-    body = await renderer.render(session, showtime_id, user.id if user is not None else None)
+    body = await renderer.render(
+        session,
+        showtime_id,
+        user.id if user is not None else None,
+        price_cache_seconds=request.app.state.settings.price_cache_seconds,
+    )
     return Response(body, media_type="application/json")
 
 

@@ -1,13 +1,23 @@
 """The seat map: the hottest read of an onsale, rendered from a cached layout and one query.
 
-A showtime's seats, classes, positions and prices change only when the showtime or its screen
-is edited. Each process keeps them rendered as JSON fragments, keyed by what they are made
-of (showtime and screen `updated_at`, base price, hall type). A request asks the database
-only for each seat's state, as one character per seat in seat-id order, and splices them
-into the fragments:
+A showtime's seats, classes and positions change only when the showtime or its screen is
+edited. Each process keeps them rendered as JSON fragments, keyed by what they are made of
+(showtime and screen `updated_at`, base price, hall type). A request asks the database only
+for each seat's state, as one character per seat in seat-id order, and splices them into the
+fragments:
 
 * PostgreSQL: one statement, one row (the head and `string_agg` of the states);
 * SQLite and MariaDB: the head, then one short row per seat.
+
+Prices come from the pricing rules (`pricing.service.PricingBasis`: the showtime, its theater
+and the rules that may apply), which the head does not cover. Reading them on every request
+would add a statement joining the rules to the hottest read, so each layout keeps its basis for
+`price_cache_seconds` (default 5) and re-reads it sooner when a rule changed in this process
+(`pricing.service.rules_version`). The trade-off: a rule changed through another process, or
+a theater's city or timezone change, shows on this process's maps up to that long later. Only
+the map is cached: booking prices every seat fresh (`pricing.service.showtime_prices`), so
+what a customer pays always follows the current rules. Occupancy rules need no query: the
+occupancy comes from the same state characters the map is made of.
 
 Building the same answer through the ORM and pydantic cost about 7 ms of CPU per 300-seat
 map; this costs a fraction of one. The JSON is exactly what `SeatMapOut` documents (a test
@@ -19,10 +29,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import orjson
@@ -32,7 +45,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from boxoffice.booking.models import Hold, HoldStatus
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import UTCDateTime
-from boxoffice.pricing.service import seat_price
+from boxoffice.pricing import service as pricing
+from boxoffice.pricing.rules import occupancy
 from boxoffice.scheduling.exceptions import ShowtimeNotFound
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
 from boxoffice.venues.models import Screen, Seat
@@ -49,6 +63,25 @@ _STATES = {
 }
 
 
+Prices = tuple[Decimal, ...]  # by class index of a layout
+# By class index, then state character: the bytes from the status to the end of a seat.
+Endings = list[dict[str, bytes]]
+
+
+@dataclass
+class _Priced:
+    """A layout's prices: the pricing basis as read at `version`, until `expires` (monotonic
+    clock), and the endings rendered for the last occupancy asked about."""
+
+    basis: pricing.PricingBasis
+    version: int
+    expires: float
+    refreshing: bool = False
+    occupancy: Fraction | None = None
+    prices: Prices = ()
+    endings: Endings = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class _Layout:
     key: Hashable
@@ -56,13 +89,15 @@ class _Layout:
     # Per row: its opening bytes and its seats' indexes into `seats`.
     rows: list[tuple[bytes, list[int]]]
     # Per seat in seat-id order (the order of the state characters): the bytes before the
-    # status, and by state character the bytes from the status to the end of the seat.
-    seats: list[tuple[bytes, dict[str, bytes]]]
+    # status, and the index of its class in `classes` (the price goes with the status).
+    seats: list[tuple[bytes, int]]
+    classes: tuple[str, ...]
     seat_ids: list[uuid.UUID]  # in the same order
     id_set: frozenset[uuid.UUID]
-    # The last answer and the states it was made from: a map is a pure function of the two,
-    # and between two writes to a showtime every reader asks for the same one.
-    last: list[tuple[str, bytes]] = field(default_factory=list)
+    # The last answer and the states and prices it was made from: a map is a pure function of
+    # them, and between two writes to a showtime every reader asks for the same one.
+    last: list[tuple[str, Prices, bytes]] = field(default_factory=list)
+    priced: list[_Priced] = field(default_factory=list)  # none yet, or one
 
 
 class SeatMapRenderer:
@@ -91,9 +126,12 @@ class SeatMapRenderer:
         showtime_id: uuid.UUID,
         user_id: uuid.UUID | None = None,
         now: dt.datetime | None = None,
+        *,
+        price_cache_seconds: float = 5.0,
     ) -> bytes:
         """The seat map as JSON bytes; with `user_id`, that customer's held seats say
-        `heldByYou`. Raises `ShowtimeNotFound`."""
+        `heldByYou`. Rule prices are reused for `price_cache_seconds` (see the module
+        docstring). Raises `ShowtimeNotFound`."""
         now = now or utcnow()
         head, states = await _head_and_states(session, showtime_id, user_id, now)
         layout = self._layouts.get(showtime_id)
@@ -113,11 +151,37 @@ class SeatMapRenderer:
         assert layout is not None
         if isinstance(states, dict):
             states = "".join(states[seat_id] for seat_id in layout.seat_ids)
-        if layout.last and layout.last[0][0] == states:
-            return layout.last[0][1]
-        body = _splice(layout, states)
-        layout.last[:] = [(states, body)]
+        priced = await self._priced(session, showtime_id, layout, price_cache_seconds)
+        prices, endings = _prices_at(priced, layout, states)
+        if layout.last and layout.last[0][0] == states and layout.last[0][1] == prices:
+            return layout.last[0][2]
+        body = _splice(layout, states, endings)
+        layout.last[:] = [(states, prices, body)]
         return body
+
+    @staticmethod
+    async def _priced(
+        session: AsyncSession, showtime_id: uuid.UUID, layout: _Layout, ttl: float
+    ) -> _Priced:
+        """The layout's pricing basis, read again when it expired or rules changed. While one
+        request re-reads it, the others keep using the previous one."""
+        version = pricing.rules_version()  # before reading: a change during the read counts
+        clock = time.monotonic()
+        current = layout.priced[0] if layout.priced else None
+        if current is not None and (
+            current.refreshing or (current.version == version and clock < current.expires)
+        ):
+            return current
+        if current is not None:
+            current.refreshing = True
+        try:
+            basis = await pricing.pricing_basis(session, showtime_id)
+        finally:
+            if current is not None:
+                current.refreshing = False
+        fresh = _Priced(basis=basis, version=version, expires=clock + ttl)
+        layout.priced[:] = [fresh]
+        return fresh
 
 
 # The statements are built once, with bound parameters: building and hashing an expression
@@ -213,7 +277,7 @@ async def _head_and_states(
 async def _load_layout(
     session: AsyncSession, showtime_id: uuid.UUID, head: tuple[Any, ...]
 ) -> _Layout:
-    screen_id, base_price, currency, _, hall_type, _ = head
+    screen_id, _, currency, _, hall_type, _ = head
     seats = (
         await session.execute(
             select(
@@ -235,17 +299,10 @@ async def _load_layout(
     # The state characters come in seat-id order (UUIDs compare alike in Python and SQL).
     by_id = sorted(range(len(seats)), key=lambda i: uuid.UUID(str(seats[i].id)))
     slot_of = {display: slot for slot, display in enumerate(by_id)}
-    endings: dict[str, dict[str, bytes]] = {}  # by seat class, then state character
-    rendered: list[tuple[bytes, dict[str, bytes]]] = []
+    class_index: dict[str, int] = {}
+    rendered: list[tuple[bytes, int]] = []
     for display in by_id:
         seat = seats[display]
-        if seat.seat_class not in endings:
-            price = orjson.dumps(f"{seat_price(base_price, hall_type, seat.seat_class):.2f}")
-            endings[seat.seat_class] = {
-                code: b'%s","price":%s,"heldByYou":%s}'
-                % (status.encode(), price, b"true" if yours else b"false")
-                for code, (status, yours) in _STATES.items()
-            }
         before = orjson.dumps(
             {
                 "seatId": str(seat.id),  # asyncpg's UUID type is not orjson's
@@ -256,7 +313,7 @@ async def _load_layout(
                 "status": "",
             }
         )[:-2]  # cut the closing '"}': the state goes there
-        rendered.append((before, endings[seat.seat_class]))
+        rendered.append((before, class_index.setdefault(seat.seat_class, len(class_index))))
     rows = []
     for (_, row_label), row_seats in itertools.groupby(
         enumerate(seats), key=lambda item: (item[1].row_index, item[1].row_label)
@@ -283,20 +340,52 @@ async def _load_layout(
         head=head_bytes,
         rows=rows,
         seats=rendered,
+        classes=tuple(class_index),
         seat_ids=[seats[display].id for display in by_id],
         id_set=frozenset(seat.id for seat in seats),
     )
 
 
-def _splice(layout: _Layout, states: str) -> bytes:
+def _prices_at(priced: _Priced, layout: _Layout, states: str) -> tuple[Prices, Endings]:
+    """Each class's price and seat endings for these seat states (they matter only to
+    occupancy rules: sold and held seats over the ones not blocked)."""
+    seats_taken: Fraction | None = None
+    if priced.basis.needs_occupancy:
+        sellable = len(states) - states.count("x")
+        seats_taken = occupancy(sellable - states.count("a"), sellable)
+    if priced.endings and priced.occupancy == seats_taken:
+        return priced.prices, priced.endings
+    prices = tuple(priced.basis.price(name, seats_taken).price for name in layout.classes)
+    if prices != priced.prices or not priced.endings:
+        priced.endings = _endings(prices)
+        priced.prices = prices
+    priced.occupancy = seats_taken
+    return priced.prices, priced.endings
+
+
+def _endings(prices: Prices) -> Endings:
+    endings = []
+    for amount in prices:
+        price = orjson.dumps(f"{amount:.2f}")
+        endings.append(
+            {
+                code: b'%s","price":%s,"heldByYou":%s}'
+                % (status.encode(), price, b"true" if yours else b"false")
+                for code, (status, yours) in _STATES.items()
+            }
+        )
+    return endings
+
+
+def _splice(layout: _Layout, states: str, endings: Endings) -> bytes:
     seats = layout.seats
     rows = []
     for row_head, slots in layout.rows:
         row = [seats[slot] for slot in slots]
         rendered = b",".join(
             [
-                before + ending[states[slot]]
-                for slot, (before, ending) in zip(slots, row, strict=True)
+                before + endings[cls][states[slot]]
+                for slot, (before, cls) in zip(slots, row, strict=True)
             ]
         )
         rows.append(row_head + rendered + b"]}")

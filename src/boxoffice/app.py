@@ -37,6 +37,8 @@ from boxoffice.payments.router import router as payments_router
 from boxoffice.payments.service import PaymentContext
 from boxoffice.pricing.router import admin_router as pricing_admin_router
 from boxoffice.pricing.router import router as pricing_router
+from boxoffice.promotions.router import admin_router as promotions_admin_router
+from boxoffice.promotions.router import router as promotions_router
 from boxoffice.scheduling.router import admin_router as scheduling_admin_router
 from boxoffice.scheduling.router import router as scheduling_router
 from boxoffice.scheduling.seat_map import SeatMapRenderer
@@ -133,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         venues_admin_router,
         catalog_admin_router,
         scheduling_admin_router,
+        promotions_router,
+        promotions_admin_router,
         pricing_router,
         pricing_admin_router,
         audit_router,

@@ -30,6 +30,8 @@ from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
 from boxoffice.core.periodic import start_periodic, stop_periodic
 from boxoffice.core.routing import add_routes
 from boxoffice.core.security import VerifiedTokens, configure_password_hashing
+from boxoffice.loyalty import jobs as loyalty_jobs
+from boxoffice.loyalty.router import router as loyalty_router
 from boxoffice.ops.router import router as ops_router
 from boxoffice.payments import service as payments_service
 from boxoffice.payments.reconcile import reconcile_once
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("startup", env=settings.env, database=app.state.db.backend)
         if settings.env != "test":  # a test session starts many apps in one process
             _tune_garbage_collector()
+        loyalty_jobs.install(app)  # tier upgrades are mailed through this app's mailer
         jobs = [
             start_periodic(
                 "booking-expiry", settings.expiry_interval_seconds, partial(expire_once, app)
@@ -88,6 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "payment-reconciliation",
                 settings.reconcile_interval_seconds,
                 partial(reconcile_once, app),
+            ),
+            start_periodic(
+                "loyalty-earning",
+                settings.loyalty_interval_seconds,
+                partial(loyalty_jobs.earn_once, app),
             ),
         ]
         yield
@@ -131,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         booking_router,
         tickets_router,
         payments_router,
+        loyalty_router,
         accounts_admin_router,
         venues_admin_router,
         catalog_admin_router,

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # Rule changes made through this process apply at once; other processes' within this time.
     # Booking always prices fresh.
     price_cache_seconds: float = Field(default=5, ge=0, le=3600)
+    # How often each server process credits loyalty points for shows that are over (0: off).
+    loyalty_interval_seconds: int = Field(default=300, ge=0)
 
     # Payment providers. A provider is available (for new payments when it is
     # `payment_provider`, and for the webhooks and refunds of earlier ones) when its keys are set.

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts import service
 from boxoffice.accounts.deps import CurrentUser, require
@@ -31,6 +32,7 @@ from boxoffice.accounts.schemas import (
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams, reject_empty_patch
+from boxoffice.loyalty import service as loyalty
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["accounts"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: users"])
@@ -146,16 +148,21 @@ async def mfa_disable(body: OtpIn, user: CurrentUser, session: SessionDep) -> Us
     return UserOut.of(user)
 
 
+async def _me(session: AsyncSession, user: User) -> UserOut:
+    tier, points = await loyalty.summary(session, user.id)
+    return UserOut.of(user, tier=tier, points=points)
+
+
 @router.get("/me", response_model=UserOut)
-async def me(user: CurrentUser) -> UserOut:
-    return UserOut.of(user)
+async def me(user: CurrentUser, session: SessionDep) -> UserOut:
+    return await _me(session, user)
 
 
 @router.patch("/me", response_model=UserOut)
-async def update_me(body: ProfilePatch, user: CurrentUser) -> UserOut:
+async def update_me(body: ProfilePatch, user: CurrentUser, session: SessionDep) -> UserOut:
     reject_empty_patch(body.model_dump(exclude_unset=True))
     await service.update_profile(user, full_name=body.full_name, phone=body.phone)
-    return UserOut.of(user)
+    return await _me(session, user)
 
 
 @router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)

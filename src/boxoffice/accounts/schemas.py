@@ -79,16 +79,16 @@ class UserOut(CamelModel):
     created_at: dt.datetime
 
     @classmethod
-    def of(cls, user: User) -> UserOut:
-        # Tier and points come from the loyalty ledger once it exists.
+    def of(cls, user: User, *, tier: str = "bronze", points: int = 0) -> UserOut:
+        """`tier` and `points` come from the loyalty ledger where the caller asks for them."""
         return cls(
             id=user.id,
             email=user.email,
             full_name=user.full_name,
             phone=user.phone,
             role=user.role,
-            tier="bronze",
-            points=0,
+            tier=tier,
+            points=points,
             email_verified=user.email_verified_at is not None,
             mfa_enabled=user.mfa_enabled,
             created_at=user.created_at,

@@ -21,6 +21,7 @@ from boxoffice.booking.models import Booking, BookingLine, BookingStatus
 from boxoffice.catalog.models import Movie
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.loyalty import service as loyalty
 from boxoffice.scheduling.models import Showtime
 from boxoffice.tickets.exceptions import BookingNotFound, TicketsNotIssued
 from boxoffice.tickets.models import Ticket, TicketStatus
@@ -229,6 +230,8 @@ async def check_in(
             return CheckInResult("already_used", view(status), used_at=used_at)
         return CheckInResult("invalid", view(status), reason="void")
     await _mark_booking_used_if_complete(session, row.booking_id)
+    # The customer came: their loyalty points accrue now (once per booking).
+    await loyalty.earn_for_booking(session, row.booking_id)
     return CheckInResult("valid", view(TicketStatus.USED), used_at=now)
 
 

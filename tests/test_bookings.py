@@ -239,21 +239,24 @@ async def test_concurrent_requests_with_one_key_book_once(
     assert {replay.json()["booking"]["id"]} == booked
 
 
-async def test_snacks_promo_codes_and_points_are_not_supported_yet(
+async def test_a_refused_extra_takes_nothing_and_leaves_the_hold_usable(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     show = await seed_showtime(app)
     ann = await make_user(app)
     token = (await hold(client, ann.headers, show.showtime_id, "A1")).json()["lockToken"]
-    for extra in (
-        {"snacks": [{"snackId": str(uuid.uuid4()), "quantity": 1}]},
-        {"promoCode": "SUMMER"},
-        {"pointsToRedeem": 100},
+    for extra, status, code in (
+        ({"snacks": [{"snackId": str(uuid.uuid4()), "quantity": 1}]}, 404, "snack_not_found"),
+        ({"promoCode": "SUMMER"}, 422, "promo_invalid"),
+        ({"pointsToRedeem": 100}, 422, "points_insufficient"),
     ):
         response = await book_hold(client, ann.headers, show.showtime_id, token, "A1", **extra)
-        assert response.status_code == 422, extra
-        assert response.json()["code"] == "not_supported", extra
+        assert (response.status_code, response.json()["code"]) == (status, code), extra
     assert await _count_bookings(app, ann.id) == 0
+    # Nothing of the refused attempts stuck: the same hold still books.
+    response = await book_hold(client, ann.headers, show.showtime_id, token, "A1")
+    assert response.status_code == 201, response.text
+    assert await _count_bookings(app, ann.id) == 1
 
 
 # ---------------------------------------------------------------------------------------------

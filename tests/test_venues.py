@@ -273,6 +273,7 @@ async def test_theater_crud(client: httpx.AsyncClient, admin: dict[str, str]) ->
         "currency": "EUR",
         "adsMinutes": 15,
         "cleaningMinutes": 15,
+        "vatRate": "0.0000",
         "totalScreens": 0,
         "screens": [],
     }
@@ -369,6 +370,27 @@ async def test_theater_minutes_are_bounded(
     )
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
+
+
+async def test_a_theater_keeps_its_vat_rate(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    city = await new_city(client, admin)
+    theater = await new_theater(client, admin, city["id"], vatRate="0.07")
+    assert Decimal(theater["vatRate"]) == Decimal("0.07")
+    changed = await client.patch(
+        f"/api/admin/theaters/{theater['id']}", json={"vatRate": 0.19}, headers=admin
+    )
+    assert changed.status_code == 200, changed.text
+    assert Decimal(changed.json()["vatRate"]) == Decimal("0.19")
+    for bad in ("1", "-0.01", "0.123456", "NaN"):
+        response = await client.patch(
+            f"/api/admin/theaters/{theater['id']}", json={"vatRate": bad}, headers=admin
+        )
+        assert response.status_code == 422, bad
+        assert response.json()["code"] == "validation_error"
+    unset = await new_theater(client, admin, city["id"], name="Kino ohne Steuer")
+    assert Decimal(unset["vatRate"]) == 0
 
 
 async def test_theater_list_counts_screens_and_filters_by_city(

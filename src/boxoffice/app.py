@@ -21,6 +21,8 @@ from boxoffice.booking.expiry import expire_once
 from boxoffice.booking.router import router as booking_router
 from boxoffice.catalog.router import admin_router as catalog_admin_router
 from boxoffice.catalog.router import router as catalog_router
+from boxoffice.concessions.router import admin_router as concessions_admin_router
+from boxoffice.concessions.router import router as concessions_router
 from boxoffice.config import Settings, get_settings
 from boxoffice.core.db import Database
 from boxoffice.core.errors import install_error_handlers
@@ -139,11 +141,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         booking_router,
         tickets_router,
         payments_router,
+        concessions_router,
         loyalty_router,
         accounts_admin_router,
         venues_admin_router,
         catalog_admin_router,
         scheduling_admin_router,
+        concessions_admin_router,
         promotions_router,
         promotions_admin_router,
         pricing_router,

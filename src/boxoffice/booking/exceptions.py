@@ -63,3 +63,8 @@ class RefundNotAllowed(Conflict):
 class NotSupportedYet(Unprocessable):
     code = "not_supported"
     title = "Not supported yet"
+
+
+class PointsExceedCap(Unprocessable):
+    code = "points_exceed_cap"
+    title = "Too many points for this order"

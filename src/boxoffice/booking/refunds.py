@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
+from boxoffice.booking import checkout
 from boxoffice.booking.exceptions import BookingNotFound, RefundNotAllowed
 from boxoffice.booking.holds import lock_seat_rows
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus
@@ -25,6 +26,7 @@ from boxoffice.booking.service import lines_of, lock_booking
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.errors import Forbidden, Unprocessable
+from boxoffice.loyalty import service as loyalty
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Refund
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
@@ -35,7 +37,7 @@ CENT = Decimal("0.01")
 
 @dataclass
 class RefundResult:
-    refund: Refund
+    refund: Refund | None  # None: a booking that cost nothing was cancelled
     booking: Booking
     seat_labels: list[str]
 
@@ -58,7 +60,10 @@ async def refund_booking(
     amount: Decimal | None = None,
     reason: str | None = None,
     seat_numbers: Sequence[str] | None = None,
+    cancel_if_free: bool = False,
 ) -> RefundResult:
+    """Refund the booking (whole, some seats, or an amount); with `cancel_if_free`, a booking
+    that cost nothing is cancelled instead (its `refund` is then None)."""
     booking = await lock_booking(session, booking_id)
     if booking.user_id != user.id and not is_staff:
         raise BookingNotFound("No such booking.")
@@ -94,15 +99,29 @@ async def refund_booking(
         done = [line.seat_label for line in chosen if line.refunded]
         if done:
             raise RefundNotAllowed(f"Already refunded: {', '.join(done)}.", seats=done)
-    elif amount is None or amount == booking.final_amount - booking.refunded_amount:
-        chosen = open_lines  # the whole booking (or all that is left of it)
-    else:
-        chosen = []  # part of the money only (staff goodwill): the seats stay sold
-    if seat_numbers is None and amount is None and not chosen:
-        raise RefundNotAllowed("Everything was already refunded.")
-
     refundable = booking.final_amount - booking.refunded_amount
-    seats_value = sum((line.unit_price for line in chosen), Decimal("0.00"))
+    # The whole booking (or all that is left of it): seats and snacks. A snack preorder has
+    # no seat lines, so "whole" is told by what is asked, not by the lines left.
+    whole = seat_numbers is None and (amount is None or amount == refundable)
+    if whole and booking.final_amount == 0:
+        # Discounts paid all of it: no money to return, only seats, snacks and discounts.
+        if not cancel_if_free:
+            raise RefundNotAllowed("Nothing was paid for this booking: cancel it instead.")
+        return await _cancel_free_booking(session, booking, open_lines, now)
+    if whole:
+        chosen = open_lines
+        if refundable <= 0:
+            raise RefundNotAllowed("Everything was already refunded.")
+    elif seat_numbers is None:
+        chosen = []  # part of the money only (staff goodwill): the seats stay sold
+
+    if whole:
+        seats_value = refundable
+    else:
+        # Seats at what was paid for them: the discounts are split in proportion to price.
+        listed = sum((line.unit_price for line in chosen), Decimal("0.00"))
+        share = booking.final_amount / booking.total_amount if booking.total_amount else 0
+        seats_value = (listed * share).quantize(CENT, rounding=ROUND_HALF_UP)
     fee = Decimal("0.00") if is_staff else _fee(settings, seats_value, showtime.start_time, now)
     # Seats are refunded at their price less the fee, but never more than is left of the
     # payment (a goodwill refund may already have returned part of it).
@@ -130,9 +149,28 @@ async def refund_booking(
     )
     await _release_seats(session, booking, chosen)
     booking.refunded_amount += to_refund
-    if all(line.refunded for line in lines) or booking.refunded_amount >= booking.final_amount:
+    await loyalty.reverse_for_refund(session, booking.id, str(refund.id), to_refund)
+    # A whole refund ends the booking even when a fee was kept; so does the last seat of a
+    # booking without snacks (the snacks of one that has them are still to be had).
+    every_seat_back = bool(lines) and all(line.refunded for line in lines)
+    if (
+        whole
+        or (every_seat_back and not booking.snacks_amount)
+        or booking.refunded_amount >= booking.final_amount
+    ):
         booking.status = BookingStatus.REFUNDED
+        await checkout.release_commerce(session, booking.id)
     return RefundResult(refund, booking, [line.seat_label for line in chosen])
+
+
+async def _cancel_free_booking(
+    session: AsyncSession, booking: Booking, open_lines: Sequence[BookingLine], now: dt.datetime
+) -> RefundResult:
+    await _release_seats(session, booking, open_lines)
+    booking.status = BookingStatus.CANCELLED
+    booking.cancelled_at = now
+    await checkout.release_commerce(session, booking.id)
+    return RefundResult(None, booking, [line.seat_label for line in open_lines])
 
 
 async def _release_seats(

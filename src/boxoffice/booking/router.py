@@ -13,13 +13,12 @@ from boxoffice.accounts.permissions import Permission
 from boxoffice.accounts.service import check_may_book
 from boxoffice.booking import holds, service
 from boxoffice.booking.exceptions import BookingNotCancellable, BookingNotFound
-from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold
+from boxoffice.booking.models import BookingStatus, Hold
 from boxoffice.booking.refunds import refund_booking
 from boxoffice.booking.schemas import (
     BookingCreatedOut,
     BookingDetailOut,
     BookingIn,
-    BookingLineOut,
     BookingOut,
     BookingPage,
     ExtendOut,
@@ -60,26 +59,7 @@ def _hold_out(hold: Hold) -> HoldOut:
 
 
 def booking_out(view: service.BookingView) -> BookingOut:
-    booking: Booking = view.booking
-    lines: list[BookingLine] = view.lines
-    return BookingOut(
-        id=booking.id,
-        booking_reference=booking.reference,
-        user_id=booking.user_id,
-        showtime_id=booking.showtime_id,
-        seat_numbers=[line.seat_label for line in lines],
-        lines=[BookingLineOut.model_validate(line) for line in lines],
-        snacks=[],
-        total_amount=booking.total_amount,
-        discount_amount=booking.discount_amount,
-        final_amount=booking.final_amount,
-        refunded_amount=booking.refunded_amount,
-        currency=booking.currency,
-        status=view.status,
-        expires_at=booking.expires_at,
-        created_at=booking.created_at,
-        confirmed_at=booking.confirmed_at,
-    )
+    return BookingOut.of(view.booking, view.lines, view.snacks, view.status)
 
 
 @router.post(
@@ -158,8 +138,9 @@ async def create_booking(
         )
         return BookingCreatedOut(
             booking=booking_out(view),
-            payment_client_secret=payment.client_secret,
-            payment_intent_id=payment.provider_ref,
+            # None when discounts paid all of it: the booking is confirmed already.
+            payment_client_secret=payment.client_secret if payment else None,
+            payment_intent_id=payment.provider_ref if payment else None,
         )
 
     return await idempotency.run_once(
@@ -237,7 +218,6 @@ async def cancel_booking(
             is_staff=is_staff,
             booking_id=booking.id,
             reason="cancelled by the customer" if booking.user_id == user.id else "cancelled",
+            cancel_if_free=True,
         )
-    return booking_out(
-        service.BookingView(booking, await service.lines_of(session, booking.id), booking.status)
-    )
+    return booking_out(await service.view_of(session, booking))

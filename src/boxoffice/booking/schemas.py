@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, StringConstraints
 
-from boxoffice.core.schema import CamelModel, InputModel, Money, Pagination
+from boxoffice.core.schema import CamelModel, InputModel, Money, Pagination, SignedMoney
+
+if TYPE_CHECKING:
+    from boxoffice.booking.models import Booking, BookingLine
+    from boxoffice.concessions.models import BookingSnack
 
 SeatLabel = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=1, max_length=12)
@@ -72,6 +77,31 @@ class BookingLineOut(CamelModel):
     refunded: bool
 
 
+class BookingSnackOut(CamelModel):
+    snack_id: uuid.UUID
+    name: str
+    quantity: int
+    unit_price: Money
+    total_price: Money
+
+
+class BreakdownOut(CamelModel):
+    """How the final amount came about: total - (tier + promo + points) = final; tax is the
+    VAT contained in final; ruleAdjustments is what the pricing rules added to the tickets."""
+
+    tickets: Money
+    rule_adjustments: SignedMoney  # negative when rules lowered the prices
+    snacks: Money
+    total: Money
+    tier_discount: Money
+    promo_discount: Money
+    points_redeemed: int
+    points_discount: Money
+    discount: Money
+    tax: Money
+    final: Money
+
+
 class BookingOut(CamelModel):
     id: uuid.UUID
     booking_reference: str
@@ -79,7 +109,9 @@ class BookingOut(CamelModel):
     showtime_id: uuid.UUID
     seat_numbers: list[str]
     lines: list[BookingLineOut]
-    snacks: list[dict[str, Any]]
+    snacks: list[BookingSnackOut]
+    pickup_code: str | None = None
+    breakdown: BreakdownOut
     total_amount: Money
     discount_amount: Money
     final_amount: Money
@@ -89,6 +121,48 @@ class BookingOut(CamelModel):
     expires_at: dt.datetime
     created_at: dt.datetime
     confirmed_at: dt.datetime | None
+
+    @classmethod
+    def of(
+        cls,
+        booking: Booking,
+        lines: Sequence[BookingLine],
+        snacks: Sequence[BookingSnack],
+        status: str,
+    ) -> BookingOut:
+        """`status` is the effective one (a lapsed pending booking reads as expired)."""
+        return cls(
+            id=booking.id,
+            booking_reference=booking.reference,
+            user_id=booking.user_id,
+            showtime_id=booking.showtime_id,
+            seat_numbers=[line.seat_label for line in lines],
+            lines=[BookingLineOut.model_validate(line) for line in lines],
+            snacks=[BookingSnackOut.model_validate(line) for line in snacks],
+            pickup_code=booking.pickup_code,
+            breakdown=BreakdownOut(
+                tickets=booking.tickets_amount,
+                rule_adjustments=booking.adjustments_amount,
+                snacks=booking.snacks_amount,
+                total=booking.total_amount,
+                tier_discount=booking.tier_discount,
+                promo_discount=booking.promo_discount,
+                points_redeemed=booking.points_redeemed,
+                points_discount=booking.points_discount,
+                discount=booking.discount_amount,
+                tax=booking.tax_amount,
+                final=booking.final_amount,
+            ),
+            total_amount=booking.total_amount,
+            discount_amount=booking.discount_amount,
+            final_amount=booking.final_amount,
+            refunded_amount=booking.refunded_amount,
+            currency=booking.currency,
+            status=status,
+            expires_at=booking.expires_at,
+            created_at=booking.created_at,
+            confirmed_at=booking.confirmed_at,
+        )
 
 
 class BookingCreatedOut(CamelModel):

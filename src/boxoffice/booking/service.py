@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
+from boxoffice.booking import checkout
 from boxoffice.booking.exceptions import (
     BookingNotCancellable,
     BookingNotFound,
@@ -26,17 +27,17 @@ from boxoffice.booking.exceptions import (
     HoldExpired,
     HoldMismatch,
     HoldNotFound,
-    NotSupportedYet,
 )
 from boxoffice.booking.holds import check_open_for_sale, lock_seat_rows
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold, HoldStatus
 from boxoffice.booking.schemas import BookingIn
 from boxoffice.catalog.models import Movie
+from boxoffice.concessions import service as concessions
+from boxoffice.concessions.models import BookingSnack
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Payment
-from boxoffice.pricing.service import seat_price
 from boxoffice.scheduling.exceptions import ShowtimeNotFound
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
 from boxoffice.scheduling.service import seat_is_free
@@ -66,6 +67,21 @@ class BookingView:
     booking: Booking
     lines: list[BookingLine]
     status: str
+    snacks: Sequence[BookingSnack] = ()
+
+
+async def snacks_of(
+    session: AsyncSession, booking_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[BookingSnack]]:
+    by_booking: dict[uuid.UUID, list[BookingSnack]] = {booking_id: [] for booking_id in booking_ids}
+    if booking_ids:
+        for line in await session.scalars(
+            select(BookingSnack)
+            .where(BookingSnack.booking_id.in_(booking_ids))
+            .order_by(BookingSnack.name, BookingSnack.id)
+        ):
+            by_booking[line.booking_id].append(line)
+    return by_booking
 
 
 async def lines_of(session: AsyncSession, booking_id: uuid.UUID) -> list[BookingLine]:
@@ -86,10 +102,10 @@ async def create_booking(
     payment_ctx: payments.PaymentContext,
     user: User,
     data: BookingIn,
-) -> tuple[BookingView, Payment]:
-    """Turn the caller's live hold into a pending booking with frozen prices and an intent."""
-    if data.snacks or data.promo_code or data.points_to_redeem:
-        raise NotSupportedYet("Snacks, promo codes and points are not available yet.")
+) -> tuple[BookingView, Payment | None]:
+    """Turn the caller's live hold into a pending booking with frozen prices (seats, snacks,
+    discounts: see booking/checkout.py) and an intent. A booking whose discounts pay all of it
+    is confirmed at once."""
     now = utcnow()
     hold = await session.scalar(select(Hold).where(Hold.id == data.lock_token).with_for_update())
     if hold is None or hold.user_id != user.id:
@@ -105,14 +121,14 @@ async def create_booking(
         )
     head = (
         await session.execute(
-            select(Showtime, Screen.hall_type)
-            .join(Screen, Screen.id == Showtime.screen_id)
+            select(Showtime, Theater)
+            .join(Theater, Theater.id == Showtime.theater_id)
             .where(Showtime.id == hold.showtime_id)
         )
     ).first()
     if head is None:
         raise ShowtimeNotFound(f"No showtime with id {hold.showtime_id}.")
-    showtime, hall_type = head
+    showtime, theater = head
     check_open_for_sale(showtime, settings, now)
 
     seats = (
@@ -130,8 +146,14 @@ async def create_booking(
     if len(seats) != len(hold.seat_labels):
         raise HoldExpired("The hold has expired; hold the seats again.")
 
-    prices = {s.id: seat_price(showtime.base_price, hall_type, s.seat_class) for s in seats}
-    total = sum(prices.values(), Decimal("0.00"))
+    priced = await checkout.price_seats(
+        session,
+        showtime.id,
+        [checkout.SeatToPrice(s.id, s.label, s.seat_class) for s in seats],
+        now,
+    )
+    prices = priced.unit_prices
+    total = priced.tickets
     booking = Booking(
         id=uuid.uuid4(),
         user_id=user.id,
@@ -139,13 +161,17 @@ async def create_booking(
         hold_id=hold.id,
         status=BookingStatus.PENDING,
         currency=showtime.currency,
+        # The seats' part now; checkout.apply_extras completes the totals (an unchanged
+        # value costs no UPDATE, so a booking of seats only writes its row once).
+        tickets_amount=total,
+        adjustments_amount=priced.adjustments,
         total_amount=total,
         discount_amount=Decimal("0.00"),
         final_amount=total,
         refunded_amount=Decimal("0.00"),
         expires_at=utcnow() + dt.timedelta(seconds=settings.booking_ttl),
     )
-    await _insert_with_unique_reference(session, booking)
+    await insert_with_unique_reference(session, booking)
     lines = [
         BookingLine(
             booking_id=booking.id,
@@ -157,6 +183,18 @@ async def create_booking(
         for s in sorted(seats, key=lambda s: s.label)
     ]
     session.add_all(lines)
+    snack_lines = await checkout.apply_extras(
+        session,
+        booking,
+        showtime=showtime,
+        theater=theater,
+        tickets=priced.tickets,
+        adjustments=priced.adjustments,
+        snacks=[concessions.SnackOrder(item.snack_id, item.quantity) for item in data.snacks],
+        promo_code=data.promo_code,
+        points=data.points_to_redeem or 0,
+        now=now,
+    )
     hold.status = HoldStatus.CONVERTED
     # The hold now lasts until the payment deadline and points at the booking. Conditional on
     # the hold being alive *now*: the check above did not lock the rows, so a seat whose hold
@@ -176,11 +214,25 @@ async def create_booking(
     if extended.rowcount != len(seats):  # type: ignore[attr-defined]
         raise HoldExpired("The hold has expired; hold the seats again.")
     await session.flush()
+    if booking.final_amount <= 0:
+        await _confirm_free_booking(session, booking, lines)
+        return BookingView(booking, lines, booking.status, snack_lines), None
     payment = await payments.create_intent(session, payment_ctx, booking, new_booking=True)
-    return BookingView(booking, lines, booking.status), payment
+    return BookingView(booking, lines, booking.status, snack_lines), payment
 
 
-async def _insert_with_unique_reference(session: AsyncSession, booking: Booking) -> None:
+async def _confirm_free_booking(
+    session: AsyncSession, booking: Booking, lines: Sequence[BookingLine]
+) -> None:
+    """Discounts paid all of it: nothing to pay, so the booking is confirmed now."""
+    if not await _sell_seats(session, booking, lines):  # its own live hold: cannot fail
+        raise HoldExpired("The hold has expired; hold the seats again.")
+    booking.status = BookingStatus.CONFIRMED
+    booking.confirmed_at = utcnow()
+    await tickets.issue_tickets(session, booking, lines)
+
+
+async def insert_with_unique_reference(session: AsyncSession, booking: Booking) -> None:
     for _ in range(5):
         booking.reference = new_reference()
         try:
@@ -199,8 +251,16 @@ async def get_booking(
     booking = await session.get(Booking, booking_id)
     if booking is None or (booking.user_id != user.id and not may_read_any):
         raise BookingNotFound("No such booking.")
+    return await view_of(session, booking)
+
+
+async def view_of(session: AsyncSession, booking: Booking) -> BookingView:
+    """The booking with its seat and snack lines, as the API shows it."""
     return BookingView(
-        booking, await lines_of(session, booking.id), effective_status(booking, utcnow())
+        booking,
+        await lines_of(session, booking.id),
+        effective_status(booking, utcnow()),
+        (await snacks_of(session, [booking.id]))[booking.id],
     )
 
 
@@ -249,7 +309,10 @@ async def list_user_bookings(
         ):
             by_booking[line.booking_id].append(line)
     now = utcnow()
-    views = [BookingView(b, by_booking[b.id], effective_status(b, now)) for b in bookings]
+    snacks = await snacks_of(session, [b.id for b in bookings])
+    views = [
+        BookingView(b, by_booking[b.id], effective_status(b, now), snacks[b.id]) for b in bookings
+    ]
     return views, total or 0
 
 
@@ -280,6 +343,7 @@ async def cancel_pending(
     booking.cancelled_at = now
     await _free_booking_seats(session, booking)
     await payments.cancel_intent(session, payment_ctx, booking.id)
+    await checkout.release_commerce(session, booking.id)
 
 
 async def lock_booking(session: AsyncSession, booking_id: uuid.UUID) -> Booking:
@@ -307,14 +371,13 @@ async def confirm_paid_booking(
     if booking.status in (BookingStatus.CONFIRMED, BookingStatus.USED):
         return True
     lines = await lines_of(session, booking.id)
-    if booking.status in (BookingStatus.PENDING, BookingStatus.EXPIRED) and await _sell_seats(
-        session, booking, lines
-    ):
+    if _may_confirm(booking) and await _sell_seats(session, booking, lines):
         booking.status = BookingStatus.CONFIRMED
         booking.confirmed_at = utcnow()
         await tickets.issue_tickets(session, booking, lines)
         return True
-    # Cancelled, or its seats were sold elsewhere after it expired: never sell twice.
+    # Cancelled, its seats sold elsewhere after it expired, or what its discounts and snacks
+    # relied on given back at its expiry: never sell twice, never below the price.
     log.warning("paid_booking_not_honoured", booking_id=str(booking.id), status=booking.status)
     await payments.refund(
         session,
@@ -330,13 +393,26 @@ async def confirm_paid_booking(
     booking.refunded_amount = booking.final_amount
     booking.status = BookingStatus.REFUNDED
     await _free_booking_seats(session, booking)
+    await checkout.release_commerce(session, booking.id)
     return False
+
+
+def _may_confirm(booking: Booking) -> bool:
+    """Whether a payment can still confirm the booking (seats permitting). An expired booking
+    gave back its promo use, snack stock and points when its expiry was recorded; they may
+    have gone to others since, so one that had any is refunded rather than confirmed."""
+    if booking.status == BookingStatus.PENDING:
+        return True
+    had_extras = booking.promo_discount or booking.points_redeemed or booking.snacks_amount
+    return booking.status == BookingStatus.EXPIRED and not had_extras
 
 
 async def _sell_seats(
     session: AsyncSession, booking: Booking, lines: Sequence[BookingLine]
 ) -> bool:
     """All seats of the booking become `booked`, or none (savepoint)."""
+    if not lines:
+        return True  # a snack preorder: no seats to sell
     seat_ids = sorted(line.seat_id for line in lines)
     now = utcnow()
     await lock_seat_rows(session, [booking.showtime_id], seat_ids=seat_ids)
@@ -410,4 +486,5 @@ async def expire_due_bookings(
             execution_options={"synchronize_session": False},
         )
         await payments.cancel_intent(session, payment_ctx, booking_id)
+        await checkout.release_commerce(session, booking_id)
     return expired

@@ -44,6 +44,14 @@ Money = Annotated[
     PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json"),
 ]
 
+# An amount that may be negative (a price change, an adjustment): "-2.50".
+SignedMoney = Annotated[
+    Decimal,
+    Field(ge=Decimal("-9999999999.99"), le=Decimal("9999999999.99"), allow_inf_nan=False),
+    AfterValidator(_two_places),
+    PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json"),
+]
+
 
 def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:

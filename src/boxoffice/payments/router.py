@@ -219,6 +219,7 @@ async def refund(
             reason=body.reason,
             seat_numbers=body.seat_numbers,
         )
+        assert result.refund is not None  # only a cancellation ends without a refund
         return RefundOut(
             refund_id=result.refund.id,
             booking_id=result.booking.id,

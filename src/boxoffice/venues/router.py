@@ -60,6 +60,7 @@ def _theater(view: service.TheaterView) -> TheaterOut:
         currency=t.currency,
         ads_minutes=t.ads_minutes,
         cleaning_minutes=t.cleaning_minutes,
+        vat_rate=t.vat_rate,
         total_screens=view.total_screens,
     )
 
@@ -190,6 +191,7 @@ async def create_theater(session: SessionDep, body: TheaterCreate) -> TheaterDet
         currency=body.currency,
         ads_minutes=body.ads_minutes,
         cleaning_minutes=body.cleaning_minutes,
+        vat_rate=body.vat_rate,
     )
     return _theater_detail(service.TheaterView(theater, 0))
 

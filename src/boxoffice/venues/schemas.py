@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
@@ -34,6 +35,11 @@ TimezoneName = Annotated[str, Field(min_length=1, max_length=64, examples=["Euro
 # Checked as an ISO 4217 shape by the service (invalid_currency); stored upper-case.
 CurrencyCode = Annotated[str, Field(min_length=1, max_length=8, examples=["EUR"])]
 Minutes = Annotated[int, Field(ge=0, le=120)]
+# VAT contained in the theater's prices, as a fraction: 0.07 for 7%.
+VatRate = Annotated[
+    Decimal,
+    Field(ge=0, lt=1, max_digits=5, decimal_places=4, allow_inf_nan=False, examples=["0.07"]),
+]
 ScreenNumber = Annotated[int, Field(ge=1, le=999)]
 
 
@@ -141,6 +147,7 @@ class TheaterCreate(InputModel):
     currency: CurrencyCode
     ads_minutes: Minutes = 15
     cleaning_minutes: Minutes = 15
+    vat_rate: VatRate = Decimal("0")
 
 
 class TheaterUpdate(PatchModel):
@@ -151,6 +158,7 @@ class TheaterUpdate(PatchModel):
     currency: CurrencyCode | None = None
     ads_minutes: Minutes | None = None
     cleaning_minutes: Minutes | None = None
+    vat_rate: VatRate | None = None
 
 
 class TheaterOut(CamelModel):
@@ -162,6 +170,7 @@ class TheaterOut(CamelModel):
     currency: str
     ads_minutes: int
     cleaning_minutes: int
+    vat_rate: Annotated[Decimal, AfterValidator(lambda rate: rate.quantize(Decimal("0.0001")))]
     total_screens: int
 
 

@@ -9,6 +9,7 @@ import uuid
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, not_, or_, select
@@ -220,6 +221,7 @@ async def create_theater(
     timezone: str | None = None,
     ads_minutes: int = 15,
     cleaning_minutes: int = 15,
+    vat_rate: Decimal = Decimal("0"),
 ) -> Theater:
     city = await _city_for(session, city_id)
     theater = Theater(
@@ -230,6 +232,7 @@ async def create_theater(
         currency=check_currency(currency),
         ads_minutes=ads_minutes,
         cleaning_minutes=cleaning_minutes,
+        vat_rate=vat_rate,
     )
     await _check_theater_name(session, city.id, name)
     session.add(theater)

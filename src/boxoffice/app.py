@@ -46,6 +46,7 @@ from boxoffice.promotions.router import router as promotions_router
 from boxoffice.scheduling.router import admin_router as scheduling_admin_router
 from boxoffice.scheduling.router import router as scheduling_router
 from boxoffice.scheduling.seat_map import SeatMapRenderer
+from boxoffice.storage import storage_from_settings
 from boxoffice.tickets.router import router as tickets_router
 from boxoffice.venues.router import admin_router as venues_admin_router
 from boxoffice.venues.router import router as venues_router
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for job in jobs:
             await stop_periodic(job)
         await PaymentContext.of(app).registry.aclose()
+        await app.state.storage.aclose()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await app.state.db.dispose()
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.access_tokens = VerifiedTokens(signing_key)
     app.state.db = Database.from_settings(settings)
     app.state.mailer = Mailer(settings)
+    app.state.storage = storage_from_settings(settings)
     app.state.redis = (
         # A blocking pool waits for a free connection instead of failing under load.
         Redis.from_pool(BlockingConnectionPool.from_url(settings.redis_url, timeout=5))

@@ -45,6 +45,21 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=65536, ge=1024, le=4 * 1024 * 1024)
     argon2_parallelism: int = Field(default=2, ge=1, le=16)
 
+    # File storage: with an S3 bucket, generated files (PDFs) go there and are handed out by
+    # presigned URLs; without one, to var/files, served by the API. The endpoint URL points
+    # at an S3-compatible service (MinIO, a local moto server); unset, AWS itself.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+
+    # The seller named on invoices (each theater adds its own name and address).
+    company_name: str = "boxoffice cinemas"
+    company_address: str = ""
+    company_vat_id: str = ""
+
     # Mail: with no SMTP host, messages are written to var/outbox as .eml files
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -126,6 +141,11 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.var_dir / "outbox"
+
+    @property
+    def files_dir(self) -> Path:
+        """Generated files (PDFs) when no S3 bucket is configured."""
+        return self.var_dir / "files"
 
     def signing_key(self) -> str:
         """The secret used for JWTs and other signatures.

@@ -32,6 +32,7 @@ from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
 from boxoffice.core.periodic import start_periodic, stop_periodic
 from boxoffice.core.routing import add_routes
 from boxoffice.core.security import VerifiedTokens, configure_password_hashing
+from boxoffice.documents.router import router as documents_router
 from boxoffice.loyalty import jobs as loyalty_jobs
 from boxoffice.loyalty.router import router as loyalty_router
 from boxoffice.ops.router import router as ops_router
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduling_router,
         booking_router,
         tickets_router,
+        documents_router,
         payments_router,
         concessions_router,
         loyalty_router,

@@ -7,6 +7,7 @@ from boxoffice.catalog import models as catalog_models
 from boxoffice.concessions import models as concessions_models
 from boxoffice.core import idempotency
 from boxoffice.core.db import Base
+from boxoffice.documents import models as documents_models
 from boxoffice.loyalty import models as loyalty_models
 from boxoffice.payments import models as payments_models
 from boxoffice.pricing import models as pricing_models
@@ -22,6 +23,7 @@ __all__ = [
     "booking_models",
     "catalog_models",
     "concessions_models",
+    "documents_models",
     "idempotency",
     "loyalty_models",
     "payments_models",

@@ -36,6 +36,7 @@ from boxoffice.concessions import service as concessions
 from boxoffice.concessions.models import BookingSnack
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.documents import service as documents
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Payment
 from boxoffice.scheduling.exceptions import ShowtimeNotFound
@@ -230,6 +231,7 @@ async def _confirm_free_booking(
     booking.status = BookingStatus.CONFIRMED
     booking.confirmed_at = utcnow()
     await tickets.issue_tickets(session, booking, lines)
+    await documents.issue_invoice(session, booking)  # locks the theater-year's counter
 
 
 async def insert_with_unique_reference(session: AsyncSession, booking: Booking) -> None:
@@ -375,6 +377,8 @@ async def confirm_paid_booking(
         booking.status = BookingStatus.CONFIRMED
         booking.confirmed_at = utcnow()
         await tickets.issue_tickets(session, booking, lines)
+        # Last: it locks the invoice counter of the theater-year until the commit.
+        await documents.issue_invoice(session, booking)
         return True
     # Cancelled, its seats sold elsewhere after it expired, or what its discounts and snacks
     # relied on given back at its expiry: never sell twice, never below the price.

@@ -1,0 +1,390 @@
+"""Invoices (numbered without gaps per theater and year) and the ticket and invoice PDFs.
+
+**Numbers.** `issue_invoice` runs inside the transaction that confirms a booking. It takes the
+next number of (theater, year of the confirmation in the theater's timezone) with one upsert
+of the counter row, `last_number = last_number + 1`, which leaves that row locked until the
+transaction ends. So confirmations in one theater and year take their numbers one after
+another, each waiting for the previous one's commit or rollback: a confirmation that rolls
+back takes its number back with it (no gap), and two never get the same number (no
+duplicate). The price is that confirmations of one theater-year serialise from the upsert to
+their commit; it is the last write of a confirmation for that reason.
+
+**PDFs.** Rendered on the first request and stored (`app.state.storage`) under a key that
+ends in a fingerprint of everything the document shows: later requests find the file and
+serve it (or redirect to a presigned URL), and a document whose content changed since, such
+as tickets voided by a refund or an invoice that now lists a refund, is rendered anew under
+a new key. A GET writes nothing to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from boxoffice.accounts.models import User
+from boxoffice.booking.exceptions import BookingNotFound
+from boxoffice.booking.models import Booking, BookingLine
+from boxoffice.catalog.models import Movie
+from boxoffice.concessions.models import BookingSnack
+from boxoffice.config import Settings
+from boxoffice.core.clock import utcnow
+from boxoffice.documents.exceptions import InvoiceNotAvailable
+from boxoffice.documents.models import Invoice, InvoiceCounter
+from boxoffice.documents.pdf import (
+    InvoiceDocument,
+    InvoiceLine,
+    InvoicePayment,
+    InvoiceRefund,
+    TicketPage,
+    TicketsDocument,
+    fingerprint,
+    render_invoice,
+    render_tickets,
+)
+from boxoffice.payments import service as payments
+from boxoffice.payments.models import Refund
+from boxoffice.scheduling.models import Showtime
+from boxoffice.storage import Storage
+from boxoffice.tickets import service as tickets
+from boxoffice.tickets.exceptions import TicketsNotIssued
+from boxoffice.tickets.models import TicketStatus
+from boxoffice.tickets.signing import TicketSigner
+from boxoffice.venues.models import Screen, Theater
+
+PDF = "application/pdf"
+
+
+# ---------------------------------------------------------------------------------------------
+# Invoice numbers
+
+
+def format_invoice_number(theater_id: uuid.UUID, year: int, number: int) -> str:
+    """`1A2B3C4D-2026-000042`: the theater (first 8 hex digits of its id), year, number."""
+    return f"{theater_id.hex[:8].upper()}-{year}-{number:06d}"
+
+
+async def next_invoice_number(session: AsyncSession, theater_id: uuid.UUID, year: int) -> int:
+    """The next number of (theater, year), counted in the caller's transaction.
+
+    One upsert creates the year's counter at 1 or adds 1 to it; either way the row stays
+    locked until the transaction ends (a concurrent first insert of the same year waits for
+    this one and then counts on from it). PostgreSQL and SQLite return the new value from
+    the same statement; MariaDB reads it back, which is safe because the lock is ours.
+    """
+    values = {"theater_id": theater_id, "year": year, "last_number": 1}
+    bump = {"last_number": InvoiceCounter.last_number + 1}
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        upsert = (
+            insert(InvoiceCounter)
+            .values(values)
+            .on_conflict_do_update(index_elements=["theater_id", "year"], set_=bump)
+            .returning(InvoiceCounter.last_number)
+        )
+        return int((await session.execute(upsert)).scalar_one())
+    await session.execute(mysql.insert(InvoiceCounter).values(values).on_duplicate_key_update(bump))
+    number = await session.scalar(
+        select(InvoiceCounter.last_number).where(
+            InvoiceCounter.theater_id == theater_id, InvoiceCounter.year == year
+        )
+    )
+    assert number is not None
+    return int(number)
+
+
+async def issue_invoice(session: AsyncSession, booking: Booking) -> Invoice:
+    """The booking's invoice, issued now with the next number of its theater and the year of
+    its confirmation (local time); the existing one if it has one already.
+
+    Call it in the transaction that confirms the booking, holding the booking's row lock
+    (which makes the check for an existing invoice safe), as its last write: the counter row
+    stays locked until that transaction ends, see the module's docstring.
+    """
+    head = (
+        await session.execute(
+            select(Theater.id, Theater.timezone, Theater.vat_rate, Invoice)
+            .select_from(Booking)
+            .join(Showtime, Showtime.id == Booking.showtime_id)
+            .join(Theater, Theater.id == Showtime.theater_id)
+            .outerjoin(Invoice, Invoice.booking_id == Booking.id)
+            .where(Booking.id == booking.id)
+        )
+    ).one()
+    theater_id, timezone, vat_rate, existing = head
+    if existing is not None:
+        return existing
+    issued_at = booking.confirmed_at or utcnow()
+    year = issued_at.astimezone(ZoneInfo(timezone)).year
+    number = await next_invoice_number(session, theater_id, year)
+    invoice = Invoice(
+        id=uuid.uuid4(),
+        booking_id=booking.id,
+        theater_id=theater_id,
+        year=year,
+        number=number,
+        invoice_number=format_invoice_number(theater_id, year, number),
+        vat_rate=vat_rate,
+        issued_at=issued_at,
+    )
+    session.add(invoice)
+    await session.flush()
+    return invoice
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    """A stored PDF to answer with: a URL to redirect to, or its bytes."""
+
+    filename: str
+    url: str | None = None
+    data: bytes | None = None
+
+
+@dataclass
+class _Context:
+    showtime: Showtime
+    movie: Movie
+    theater: Theater
+    screen: Screen
+
+
+async def _viewable_booking(
+    session: AsyncSession, booking_id: uuid.UUID, viewer: User, *, may_read_any: bool
+) -> Booking:
+    booking = await session.get(Booking, booking_id)
+    if booking is None or (booking.user_id != viewer.id and not may_read_any):
+        raise BookingNotFound("No such booking.")
+    return booking
+
+
+async def _context(session: AsyncSession, showtime_id: uuid.UUID) -> _Context:
+    row = (
+        await session.execute(
+            select(Showtime, Movie, Theater, Screen)
+            .join(Movie, Movie.id == Showtime.movie_id)
+            .join(Theater, Theater.id == Showtime.theater_id)
+            .join(Screen, Screen.id == Showtime.screen_id)
+            .where(Showtime.id == showtime_id)
+        )
+    ).one()
+    return _Context(*row)
+
+
+async def _stored_or_rendered(
+    storage: Storage, key: str, filename: str, render: Callable[[], bytes]
+) -> DocumentFile:
+    """Serve the file under `key`, rendering and storing it first if it is not there yet.
+
+    Two first requests at once may both render it: the bytes are the same (deterministic
+    rendering), so the second write changes nothing."""
+    if await storage.exists(key):
+        url = await storage.download_url(key, filename)
+        if url is not None:
+            return DocumentFile(filename, url=url)
+        stored = await storage.get(key)
+        if stored is not None:
+            return DocumentFile(filename, data=stored.data)
+    data = await asyncio.to_thread(render)  # CPU work: off the event loop
+    await storage.put(key, data, PDF)
+    url = await storage.download_url(key, filename)
+    return DocumentFile(filename, url=url, data=None if url is not None else data)
+
+
+async def tickets_pdf(
+    session: AsyncSession,
+    storage: Storage,
+    settings: Settings,
+    signer: TicketSigner,
+    booking_id: uuid.UUID,
+    viewer: User,
+    *,
+    may_read_any: bool,
+) -> DocumentFile:
+    """The booking's valid (and used) tickets, a page each; void ones are left out. 404 for
+    anyone but the owner and staff; 409 `tickets_not_issued` when there is none."""
+    issued = await tickets.booking_tickets(session, booking_id, viewer, may_read_any=may_read_any)
+    printable = [ticket for ticket in issued if ticket.status != TicketStatus.VOID]
+    booking = await session.get(Booking, booking_id)
+    assert booking is not None  # booking_tickets found it
+    if not printable:
+        raise TicketsNotIssued("The booking has no valid tickets.", bookingStatus=booking.status)
+    ctx = await _context(session, booking.showtime_id)
+    lines = await session.execute(
+        select(BookingLine.seat_id, BookingLine.seat_class).where(
+            BookingLine.booking_id == booking.id
+        )
+    )
+    classes: dict[uuid.UUID, str] = dict(lines.all())
+    zone = ZoneInfo(ctx.theater.timezone)
+    document = TicketsDocument(
+        booking_reference=booking.reference,
+        movie_title=ctx.movie.title,
+        age_rating=ctx.movie.rating,
+        theater_name=ctx.theater.name,
+        theater_location=ctx.theater.location,
+        screen_name=ctx.screen.name,
+        hall_type=ctx.screen.hall_type,
+        start_local=ctx.showtime.start_time.astimezone(zone),
+        timezone=ctx.theater.timezone,
+        seller_name=settings.company_name,
+        tickets=tuple(
+            TicketPage(
+                seat_label=ticket.seat_label,
+                seat_class=classes.get(ticket.seat_id, ""),
+                token=tickets.ticket_token(signer, ticket),
+            )
+            for ticket in printable
+        ),
+    )
+    key = f"tickets/{booking.id}-{fingerprint(document)}.pdf"
+    return await _stored_or_rendered(
+        storage, key, f"tickets-{booking.reference}.pdf", lambda: render_tickets(document)
+    )
+
+
+async def invoice_pdf(
+    session: AsyncSession,
+    storage: Storage,
+    settings: Settings,
+    booking_id: uuid.UUID,
+    viewer: User,
+    *,
+    may_read_any: bool,
+) -> DocumentFile:
+    """The booking's invoice. 404 for anyone but the owner and staff; 409
+    `invoice_not_available` for a booking that was never confirmed (it has no invoice)."""
+    booking = await _viewable_booking(session, booking_id, viewer, may_read_any=may_read_any)
+    invoice = await session.scalar(select(Invoice).where(Invoice.booking_id == booking.id))
+    if invoice is None:
+        detail = (
+            f"The booking is {booking.status}: it gets an invoice when it is confirmed."
+            if booking.confirmed_at is None
+            else "The booking was confirmed before invoices were issued."
+        )
+        raise InvoiceNotAvailable(detail, bookingStatus=booking.status)
+    document = await _invoice_document(session, settings, booking, invoice)
+    key = f"invoices/{invoice.year}/{invoice.id}-{fingerprint(document)}.pdf"
+    return await _stored_or_rendered(
+        storage,
+        key,
+        f"invoice-{invoice.invoice_number}.pdf",
+        lambda: render_invoice(document),
+    )
+
+
+async def _invoice_document(
+    session: AsyncSession, settings: Settings, booking: Booking, invoice: Invoice
+) -> InvoiceDocument:
+    ctx = await _context(session, booking.showtime_id)
+    zone = ZoneInfo(ctx.theater.timezone)
+    customer = await session.get(User, booking.user_id)
+    assert customer is not None
+    seats: Sequence[BookingLine] = (
+        await session.scalars(
+            select(BookingLine)
+            .where(BookingLine.booking_id == booking.id)
+            .order_by(BookingLine.seat_label)
+        )
+    ).all()
+    snacks: Sequence[BookingSnack] = (
+        await session.scalars(
+            select(BookingSnack)
+            .where(BookingSnack.booking_id == booking.id)
+            .order_by(BookingSnack.name, BookingSnack.id)
+        )
+    ).all()
+    payment = await payments.succeeded_payment(session, booking.id)
+    refunds: Sequence[Refund] = (
+        await session.scalars(
+            select(Refund)
+            .where(Refund.booking_id == booking.id, Refund.status == "succeeded")
+            .order_by(Refund.created_at, Refund.id)
+        )
+    ).all()
+
+    lines = [
+        InvoiceLine(
+            description=f"Ticket, seat {line.seat_label} ({line.seat_class})"
+            + (" - refunded" if line.refunded else ""),
+            quantity=1,
+            unit_price=line.unit_price,
+            amount=line.unit_price,
+        )
+        for line in seats
+    ]
+    lines += [
+        InvoiceLine(snack.name, snack.quantity, snack.unit_price, snack.total_price)
+        for snack in snacks
+    ]
+    discounts: list[tuple[str, Decimal]] = [
+        (label, amount)
+        for label, amount in (
+            ("Loyalty tier discount", booking.tier_discount),
+            ("Promo code discount", booking.promo_discount),
+            (f"Loyalty points ({booking.points_redeemed})", booking.points_discount),
+        )
+        if amount
+    ]
+    return InvoiceDocument(
+        invoice_number=invoice.invoice_number,
+        issue_date=invoice.issued_at.astimezone(zone).date(),
+        seller_name=settings.company_name,
+        seller_address=settings.company_address,
+        seller_vat_id=settings.company_vat_id,
+        theater_name=ctx.theater.name,
+        theater_location=ctx.theater.location,
+        customer_name=customer.full_name,
+        customer_email=customer.email,
+        booking_reference=booking.reference,
+        movie_title=ctx.movie.title,
+        screen_name=ctx.screen.name,
+        start_local=ctx.showtime.start_time.astimezone(zone),
+        currency=booking.currency,
+        lines=tuple(lines),
+        subtotal=booking.total_amount,
+        discounts=tuple(discounts),
+        total=booking.final_amount,
+        vat_rate=invoice.vat_rate,
+        vat_amount=booking.tax_amount,
+        payment=(
+            InvoicePayment(
+                provider=payment.provider,
+                reference=payment.provider_ref,
+                paid_at=(payment.succeeded_at or payment.created_at).astimezone(zone),
+                amount=payment.amount,
+            )
+            if payment is not None
+            else None
+        ),
+        refunds=tuple(
+            InvoiceRefund(
+                refunded_at=item.created_at.astimezone(zone),
+                amount=item.amount,
+                note=_refund_note(item, booking.currency),
+            )
+            for item in refunds
+        ),
+        refunded_total=booking.refunded_amount,
+    )
+
+
+def _refund_note(refund: Refund, currency: str) -> str:
+    seats: list[Any] = list(refund.seat_labels or [])
+    note = f"seats {', '.join(str(s) for s in seats)}" if seats else "refund"
+    if refund.fee:
+        note += f" (cancellation fee {refund.fee:,.2f} {currency} kept)"
+    return note

@@ -1,0 +1,530 @@
+"""Invoices and ticket PDFs: gapless invoice numbers per theater and year (also under racing
+confirmations and rollbacks), the PDFs parsed back (text and QR codes), stored once and
+served from storage, and who may fetch them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import uuid
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pypdf
+import pytest
+import zxingcpp
+from fastapi import FastAPI
+from sqlalchemy import select, update
+
+from boxoffice.booking.models import Booking
+from boxoffice.booking.service import BookingContext, booking_context
+from boxoffice.catalog.models import Movie
+from boxoffice.core.db import Database, create_engine
+from boxoffice.documents.models import Invoice, InvoiceCounter
+from boxoffice.documents.service import format_invoice_number, issue_invoice
+from boxoffice.storage import StoredFile
+from boxoffice.tickets.signing import ticket_signer
+from boxoffice.venues.models import Screen, Theater
+from tests.booking_helpers import book, book_and_pay, book_hold, hold, pay, seed_showtime
+from tests.conftest import Backend
+from tests.factories import make_confirmed_booking, make_showtime, seed_venue
+from tests.helpers import TestUser as AppUser  # aliased: pytest would collect "Test*"
+from tests.helpers import make_user
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def pdf_text(data: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(data)).pages)
+
+
+def page_qr_codes(data: bytes) -> list[list[str]]:
+    """Per page, the text of every QR code in the page's images."""
+    pages = []
+    for page in pypdf.PdfReader(io.BytesIO(data)).pages:
+        found: list[str] = []
+        for image in page.images:
+            found += [code.text for code in zxingcpp.read_barcodes(image.image)]
+        pages.append(found)
+    return pages
+
+
+async def set_vat(app: FastAPI, theater_id: str, rate: str) -> None:
+    async with app.state.db.session() as session:
+        await session.execute(
+            update(Theater).where(Theater.id == uuid.UUID(theater_id)).values(vat_rate=rate)
+        )
+
+
+async def fetch(client: httpx.AsyncClient, user: AppUser, booking_id: str, doc: str) -> Any:
+    return await client.get(f"/api/bookings/{booking_id}/{doc}.pdf", headers=user.headers)
+
+
+def pdf_of(response: httpx.Response) -> bytes:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.headers["content-disposition"].startswith("attachment; filename=")
+    assert response.content.startswith(b"%PDF")
+    return response.content
+
+
+async def invoices_of(app: FastAPI, theater_id: str | uuid.UUID) -> list[Invoice]:
+    async with app.state.db.session(write=False) as session:
+        rows = await session.scalars(
+            select(Invoice)
+            .where(Invoice.theater_id == uuid.UUID(str(theater_id)))
+            .order_by(Invoice.year, Invoice.number)
+        )
+        return list(rows)
+
+
+async def context_of(app: FastAPI, booking_id: str) -> BookingContext:
+    """The booking's showtime, movie, theater and screen."""
+    async with app.state.db.session(write=False) as session:
+        booking = await session.get(Booking, uuid.UUID(booking_id))
+        assert booking is not None
+        return await booking_context(session, booking.showtime_id)
+
+
+async def confirmed_bookings(app: FastAPI, count: int) -> tuple[Any, list[uuid.UUID]]:
+    """`count` confirmed bookings (made straight in the database, without invoices) of one
+    seat each, in a theater of their own; the venue and the booking ids."""
+    venue = await seed_venue(app, rows=2, seats_per_row=10)
+    user = await make_user(app)
+    ids = []
+    async with app.state.db.session() as session:
+        screen = await session.get(Screen, venue.screen_id)
+        movie = await session.get(Movie, venue.movie_id)
+        assert screen is not None
+        assert movie is not None
+        showtime = await make_showtime(session, screen, movie)
+        for index in range(count):
+            booking, _ = await make_confirmed_booking(
+                session, user.id, showtime.id, [f"A{index + 1}"]
+            )
+            ids.append(booking.id)
+    return venue, ids
+
+
+async def issue(db: Database, booking_id: uuid.UUID) -> Invoice:
+    """Issue the booking's invoice in a transaction of its own, as a confirmation does."""
+    async with db.session() as session:
+        booking = await session.get(Booking, booking_id, with_for_update=True)
+        assert booking is not None
+        return await issue_invoice(session, booking)
+
+
+class Rollback(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The PDFs
+
+
+async def test_the_invoice_shows_seller_customer_lines_vat_and_payment(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    admin = await make_user(app, "admin")
+    show = await seed_showtime(app)
+    await set_vat(app, show.theater_id, "0.07")
+    snack = await client.post(
+        "/api/admin/snacks",
+        json={"name": "Salted Popcorn", "category": "popcorn", "price": "6.50"},
+        headers=admin.headers,
+    )
+    assert snack.status_code == 201, snack.text
+    ann = await make_user(app)
+    held = await hold(client, ann.headers, show.showtime_id, "C3", "C4")
+    answer = await book_hold(
+        client,
+        ann.headers,
+        show.showtime_id,
+        held.json()["lockToken"],
+        "C3",
+        "C4",
+        snacks=[{"snackId": snack.json()["id"], "quantity": 2}],
+    )
+    assert answer.status_code == 201, answer.text
+    booking = answer.json()["booking"]
+    assert (await fetch(client, ann, booking["id"], "invoice")).status_code == 409
+    paid = await pay(client, ann.headers, answer.json()["paymentIntentId"])
+    assert paid.status_code == 200, paid.text
+
+    text = pdf_text(pdf_of(await fetch(client, ann, booking["id"], "invoice")))
+    (invoice,) = await invoices_of(app, show.theater_id)
+    issued_local = invoice.issued_at.astimezone(ZoneInfo("Europe/Berlin"))
+    assert invoice.number == 1
+    assert invoice.year == issued_local.year
+    assert invoice.invoice_number == format_invoice_number(
+        uuid.UUID(show.theater_id), invoice.year, 1
+    )
+    assert invoice.invoice_number.startswith(f"{show.theater_id.replace('-', '')[:8].upper()}-")
+    assert invoice.vat_rate == Decimal("0.0700")
+    ctx = await context_of(app, booking["id"])
+    for expected in (
+        "Invoice",
+        invoice.invoice_number,
+        booking["bookingReference"],
+        ctx.movie.title,
+        ctx.screen.name,
+        app.state.settings.company_name,
+        ctx.theater.name,
+        ann.email,
+        "Test Customer",
+        "Ticket, seat C3 (standard)",
+        "Ticket, seat C4 (standard)",
+        "Salted Popcorn",
+        "6.50 EUR",
+        "13.00 EUR",  # the popcorn line
+        "10.00 EUR",  # a seat
+        "Subtotal",
+        "33.00 EUR",  # 2 x 10.00 + 2 x 6.50, paid in full
+        "VAT contained (7%)",
+        "2.16 EUR",  # 33.00 x 0.07 / 1.07
+        "Net amount",
+        "30.84 EUR",
+        f"via local (reference {answer.json()['paymentIntentId']})",
+        issued_local.date().isoformat(),  # the invoice date
+    ):
+        assert expected in text, (expected, text)
+    assert booking["breakdown"]["tax"] == "2.16"
+    assert "Refunds so far" not in text
+
+
+async def test_the_tickets_pdf_has_a_page_per_seat_with_a_qr_code_that_verifies(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    booking = await book_and_pay(client, ann.headers, show.showtime_id, "B2", "B1", "B3")
+    data = pdf_of(await fetch(client, ann, booking["id"], "tickets"))
+
+    listed = await client.get(f"/api/bookings/{booking['id']}/tickets", headers=ann.headers)
+    assert listed.status_code == 200, listed.text
+    tokens = {t["seatLabel"]: t["qrToken"] for t in listed.json()["tickets"]}
+    reader = pypdf.PdfReader(io.BytesIO(data))
+    assert len(reader.pages) == 3
+    signer = ticket_signer(app.state.settings, app.state.signing_key)
+    ctx = await context_of(app, booking["id"])
+    local = ctx.showtime.start_time.astimezone(ZoneInfo("Europe/Berlin"))
+    for page, label, codes in zip(
+        reader.pages, ["B1", "B2", "B3"], page_qr_codes(data), strict=True
+    ):
+        text = page.extract_text()
+        for expected in (
+            ctx.movie.title,
+            ctx.theater.name,
+            ctx.screen.name,
+            f"Seat {label}",
+            f"Booking {booking['bookingReference']}",
+            "Europe/Berlin",
+        ):
+            assert expected in text, (expected, text)
+        assert f"{local:%a %d %b %Y, %H:%M}" in text  # the local start time
+        assert codes == [tokens[label]]
+        claims = signer.verify(codes[0])
+        assert claims is not None
+        assert claims.is_for_showtime(ctx.showtime.id)
+
+
+async def test_documents_are_rendered_once_and_then_served_from_storage(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    booking = await book_and_pay(client, ann.headers, show.showtime_id, "D1", "D2")
+    real = app.state.storage
+    puts: list[str] = []
+
+    class Counting:
+        async def put(self, key: str, data: bytes, content_type: str) -> None:
+            puts.append(key)
+            await real.put(key, data, content_type)
+
+        async def get(self, key: str) -> StoredFile | None:
+            return await real.get(key)
+
+        async def exists(self, key: str) -> bool:
+            return await real.exists(key)
+
+        async def download_url(self, key: str, filename: str) -> str | None:
+            return None
+
+    monkeypatch.setitem(app.state._state, "storage", Counting())  # State: no setattr undo
+    first = {
+        doc: pdf_of(await fetch(client, ann, booking["id"], doc)) for doc in ("invoice", "tickets")
+    }
+    assert len(puts) == 2
+    invoice_key, tickets_key = puts
+    assert invoice_key.startswith("invoices/")
+    assert tickets_key.startswith(f"tickets/{booking['id']}-")
+    stored = real.root / invoice_key
+    mtime = stored.stat().st_mtime_ns
+    for _ in range(2):
+        for doc in ("invoice", "tickets"):
+            assert pdf_of(await fetch(client, ann, booking["id"], doc)) == first[doc]
+    assert len(puts) == 2  # not rendered again
+    assert stored.stat().st_mtime_ns == mtime
+    assert (await real.get(invoice_key)).data == first["invoice"]
+
+    # A refunded seat voids its ticket and shows on the invoice: both are new files.
+    refund = await client.post(
+        "/api/payments/refund",
+        json={"bookingId": booking["id"], "seatNumbers": ["D2"]},
+        headers=ann.headers,
+    )
+    assert refund.status_code in (200, 201), refund.text
+    tickets = pdf_of(await fetch(client, ann, booking["id"], "tickets"))
+    assert len(pypdf.PdfReader(io.BytesIO(tickets)).pages) == 1
+    assert "Seat D1" in pdf_text(tickets)
+    invoice_text = pdf_text(pdf_of(await fetch(client, ann, booking["id"], "invoice")))
+    assert "Refunds so far" in invoice_text
+    assert "seats D2" in invoice_text
+    assert "Ticket, seat D2 (standard) - refunded" in invoice_text
+    assert len(puts) == 4
+    assert set(puts[2:]).isdisjoint(puts[:2])
+
+
+async def test_with_download_urls_the_answer_is_a_redirect(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    booking = await book_and_pay(client, ann.headers, show.showtime_id, "E1")
+    files: dict[str, bytes] = {}
+
+    class Presigning:
+        async def put(self, key: str, data: bytes, content_type: str) -> None:
+            assert content_type == "application/pdf"
+            files[key] = data
+
+        async def get(self, key: str) -> StoredFile | None:
+            raise AssertionError("a presigning storage is never read through the API")
+
+        async def exists(self, key: str) -> bool:
+            return key in files
+
+        async def download_url(self, key: str, filename: str) -> str | None:
+            return f"https://files.example.com/{key}?filename={filename}&signature=x"
+
+    monkeypatch.setitem(app.state._state, "storage", Presigning())  # State: no setattr undo
+    for doc in ("invoice", "tickets"):
+        for _ in range(2):
+            response = await fetch(client, ann, booking["id"], doc)
+            assert response.status_code == 307, response.text
+            location = response.headers["location"]
+            key = location.removeprefix("https://files.example.com/").split("?")[0]
+            assert files[key].startswith(b"%PDF")
+    assert len(files) == 2
+
+
+async def test_only_the_owner_and_staff_get_the_documents(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    show = await seed_showtime(app)
+    ann, bob = await make_user(app), await make_user(app)
+    cashier = await make_user(app, "cashier")
+    booking = await book_and_pay(client, ann.headers, show.showtime_id, "A1")
+    pending = (await book(client, ann.headers, show.showtime_id, "A2"))["booking"]
+    for doc in ("invoice", "tickets"):
+        assert (await fetch(client, cashier, booking["id"], doc)).status_code == 200
+        for booking_id in (booking["id"], pending["id"], str(uuid.uuid4())):
+            response = await fetch(client, bob, booking_id, doc)
+            assert response.status_code == 404, response.text
+            assert response.json()["code"] == "not_found"
+        unauthenticated = await client.get(f"/api/bookings/{booking['id']}/{doc}.pdf")
+        assert unauthenticated.status_code == 401
+
+    invoice = await fetch(client, ann, pending["id"], "invoice")
+    assert invoice.status_code == 409
+    assert invoice.json()["code"] == "invoice_not_available"
+    assert invoice.json()["bookingStatus"] == "pending"
+    tickets = await fetch(client, ann, pending["id"], "tickets")
+    assert tickets.status_code == 409
+    assert tickets.json()["code"] == "tickets_not_issued"
+
+
+async def test_a_booking_paid_by_its_discounts_gets_an_invoice_without_payment(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    admin = await make_user(app, "admin")
+    show = await seed_showtime(app)
+    promo = await client.post(
+        "/api/admin/promocodes",
+        json={"code": "FREE", "kind": "percentage", "value": "100"},
+        headers=admin.headers,
+    )
+    assert promo.status_code == 201, promo.text
+    ann = await make_user(app)
+    held = await hold(client, ann.headers, show.showtime_id, "A5")
+    assert held.status_code == 201, held.text
+    answer = await book_hold(
+        client, ann.headers, show.showtime_id, held.json()["lockToken"], "A5", promoCode="FREE"
+    )
+    assert answer.status_code == 201, answer.text
+    booking = answer.json()["booking"]
+    assert booking["status"] == "confirmed"
+    text = pdf_text(pdf_of(await fetch(client, ann, booking["id"], "invoice")))
+    assert "Promo code discount" in text
+    assert "-10.00 EUR" in text
+    assert "Nothing to pay" in text
+    (invoice,) = await invoices_of(app, show.theater_id)
+    assert invoice.number == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Invoice numbers
+
+
+async def test_confirmations_number_invoices_per_theater_without_gaps(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    first, second = await seed_showtime(app), await seed_showtime(app)
+    ann = await make_user(app)
+    pending = (await book(client, ann.headers, first.showtime_id, "A8"))["booking"]
+    for label in ("A1", "A2", "A3"):
+        await book_and_pay(client, ann.headers, first.showtime_id, label)
+    await book_and_pay(client, ann.headers, second.showtime_id, "A1")
+    # A cancelled booking takes no number.
+    cancelled = await client.post(f"/api/bookings/{pending['id']}/cancel", headers=ann.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    await book_and_pay(client, ann.headers, first.showtime_id, "A4")
+
+    numbers = [(i.year, i.number) for i in await invoices_of(app, first.theater_id)]
+    year = numbers[0][0]
+    assert numbers == [(year, n) for n in (1, 2, 3, 4)]
+    assert [i.number for i in await invoices_of(app, second.theater_id)] == [1]
+    invoices = await invoices_of(app, first.theater_id)
+    assert len({i.invoice_number for i in invoices}) == 4
+    assert invoices[-1].invoice_number.endswith(f"-{year}-000004")
+
+
+async def test_the_year_is_the_confirmation_year_in_the_theaters_timezone(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    venue, ids = await confirmed_bookings(app, 4)
+    # Berlin is UTC+1 in winter: 22:59:59 UTC on New Year's Eve is still 2026 there,
+    # 23:00 UTC is already 2027.
+    times = [
+        dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 31, 22, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 31, 23, 0, 0, tzinfo=dt.UTC),
+        dt.datetime(2027, 1, 2, 9, 0, tzinfo=dt.UTC),
+    ]
+    async with app.state.db.session() as session:
+        for booking_id, moment in zip(ids, times, strict=True):
+            await session.execute(
+                update(Booking).where(Booking.id == booking_id).values(confirmed_at=moment)
+            )
+    issued = [await issue(app.state.db, booking_id) for booking_id in ids]
+    assert [(i.year, i.number) for i in issued] == [(2026, 1), (2026, 2), (2027, 1), (2027, 2)]
+    assert issued[2].invoice_number == format_invoice_number(venue.theater_id, 2027, 1)
+
+    # Issuing again returns the booking's invoice: no new number.
+    again = await issue(app.state.db, ids[3])
+    assert (again.id, again.number) == (issued[3].id, 2)
+    async with app.state.db.session(write=False) as session:
+        rows = await session.execute(
+            select(InvoiceCounter.year, InvoiceCounter.last_number).where(
+                InvoiceCounter.theater_id == venue.theater_id
+            )
+        )
+        counters = dict(rows.all())
+    assert counters == {2026: 2, 2027: 2}
+
+
+async def test_a_rolled_back_confirmation_gives_its_number_back(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The rolled-back transaction held the counter (the year's first, then a later number)
+    while another confirmation waited for it: that one gets the number, no gap."""
+    venue, ids = await confirmed_bookings(app, 4)
+    db: Database = app.state.db
+
+    async def rolled_back(booking_id: uuid.UUID, holding: asyncio.Event, go: asyncio.Event) -> int:
+        number = 0
+        try:
+            async with db.session() as session:
+                booking = await session.get(Booking, booking_id, with_for_update=True)
+                assert booking is not None
+                number = (await issue_invoice(session, booking)).number
+                holding.set()
+                await go.wait()
+                raise Rollback
+        except Rollback:
+            return number
+
+    expected = 1
+    for doomed, waiting in ((ids[0], ids[1]), (ids[2], ids[3])):
+        holding, go = asyncio.Event(), asyncio.Event()
+        doomed_task = asyncio.create_task(rolled_back(doomed, holding, go))
+        await holding.wait()
+        waiter = asyncio.create_task(issue(db, waiting))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # it waits for the counter (or SQLite's write turn)
+        go.set()
+        assert await doomed_task == expected
+        assert (await waiter).number == expected
+        expected += 1
+
+    invoices = await invoices_of(app, venue.theater_id)
+    assert [(i.booking_id, i.number) for i in invoices] == [(ids[1], 1), (ids[3], 2)]
+
+
+async def test_concurrent_confirmations_take_the_numbers_one_to_n(
+    app: FastAPI, backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """N transactions issue invoices at once (on PostgreSQL and MariaDB they all hold their
+    booking locks before any takes a number, and the first of them creates the year's
+    counter): exactly 1..N."""
+    n = 8
+    venue, ids = await confirmed_bookings(app, n)
+    db = Database(create_engine(backend.url, pool_size=n + 2))
+    concurrent = db.backend != "sqlite"  # SQLite has one writer at a time
+    all_in = asyncio.Barrier(n) if concurrent else None
+    try:
+
+        async def confirm(booking_id: uuid.UUID) -> int:
+            async with db.session() as session:
+                booking = await session.get(Booking, booking_id, with_for_update=True)
+                assert booking is not None
+                if all_in is not None:
+                    await all_in.wait()
+                return (await issue_invoice(session, booking)).number
+
+        numbers = await asyncio.gather(*(confirm(booking_id) for booking_id in ids))
+    finally:
+        await db.dispose()
+    assert sorted(numbers) == list(range(1, n + 1))
+    stored = await invoices_of(app, venue.theater_id)
+    assert sorted(i.number for i in stored) == list(range(1, n + 1))
+    assert {i.booking_id for i in stored} == set(ids)
+
+
+async def test_racing_payments_over_http_get_consecutive_numbers(
+    app: FastAPI, make_client: Any
+) -> None:
+    n = 6
+    http: httpx.AsyncClient = await make_client(database_pool_size=n + 4)
+    show = await seed_showtime(app)
+    users = [await make_user(app) for _ in range(n)]
+    answers = [
+        await book(http, user.headers, show.showtime_id, f"B{index + 1}")
+        for index, user in enumerate(users)
+    ]
+    paid = await asyncio.gather(
+        *(
+            pay(http, user.headers, answer["paymentIntentId"])
+            for user, answer in zip(users, answers, strict=True)
+        )
+    )
+    assert [response.status_code for response in paid] == [200] * n
+    assert {response.json()["bookingStatus"] for response in paid} == {"confirmed"}
+    invoices = await invoices_of(app, show.theater_id)
+    assert [i.number for i in invoices] == list(range(1, n + 1))
+    assert {str(i.booking_id) for i in invoices} == {a["booking"]["id"] for a in answers}

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from boxoffice.app import create_app
 from boxoffice.config import Settings
 from boxoffice.core.db import create_engine
+from boxoffice.jobs.runner import InProcessRunner
 from boxoffice.migrations import alembic_config
 from boxoffice.models import Base
 
@@ -209,6 +210,8 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         "loyalty_interval_seconds": 0,
         # Nor reconciliation: it would ask providers about other tests' payments.
         "reconcile_interval_seconds": 0,
+        # Nor show reminders for other tests' bookings; their tests run `remind_once`.
+        "reminder_interval_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -240,9 +243,17 @@ async def app(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Asy
         yield application
 
 
+async def settle_jobs(app: FastAPI, timeout: float = 30.0) -> None:
+    """Wait until the app's in-process jobs (queued, running, retrying) are done."""
+    if isinstance(app.state.jobs, InProcessRunner):
+        await asyncio.wait_for(app.state.jobs.wait_until_idle(), timeout)
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the shared app; the database is empty when the test starts."""
+    # A previous test's jobs (e.g. a confirmation mail) must not run into this one's data.
+    await settle_jobs(app)
     await reset_database(app)
     _clear_outbox(app)
     async with httpx.AsyncClient(
@@ -282,7 +293,7 @@ async def make_client(
 def _clear_outbox(app: FastAPI) -> None:
     outbox: Path = app.state.settings.outbox_dir
     if outbox.exists():
-        for item in outbox.glob("*.eml"):
+        for item in [*outbox.glob("*.eml"), *outbox.glob("sms-*.txt")]:
             item.unlink()
 
 

@@ -26,6 +26,7 @@ from tests.helpers import make_user
 # booking also reads the showtime's pricing rules (one SELECT, the seat prices it freezes) and
 # the customer's loyalty standing (one SELECT, the tier discount).
 # Confirmation issues the invoice: 1 SELECT, the counter upsert (MariaDB: +1 SELECT), 1 INSERT.
+# Confirmation notifies: 1 SELECT (the user with their preferences), 1 INSERT (in-app row).
 BUDGETS: dict[str, dict[str, int]] = {
     "postgresql": {
         "seat map": 1,
@@ -33,7 +34,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "hold": 1,
         "release": 1,
         "booking": 15,
-        "confirmation": 20,
+        "confirmation": 22,
     },
     # SQLite counts its BEGIN and COMMIT as statements; hold and release run on the plain
     # sqlite3 connection (microseconds each, no driver thread).
@@ -43,7 +44,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "hold": 7,
         "release": 5,
         "booking": 15,
-        "confirmation": 20,
+        "confirmation": 22,
     },
     "mysql": {
         "seat map": 2,
@@ -51,7 +52,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "hold": 6,
         "release": 4,
         "booking": 14,
-        "confirmation": 20,
+        "confirmation": 22,
     },
 }
 

@@ -29,12 +29,15 @@ from boxoffice.core.errors import install_error_handlers
 from boxoffice.core.logging import configure_logging
 from boxoffice.core.mail import Mailer
 from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
-from boxoffice.core.periodic import start_periodic, stop_periodic
+from boxoffice.core.periodic import PeriodicJobs
 from boxoffice.core.routing import add_routes
 from boxoffice.core.security import VerifiedTokens, configure_password_hashing
 from boxoffice.documents.router import router as documents_router
+from boxoffice.jobs import create_runner
 from boxoffice.loyalty import jobs as loyalty_jobs
 from boxoffice.loyalty.router import router as loyalty_router
+from boxoffice.notifications import jobs as notifications_jobs
+from boxoffice.notifications.router import router as notifications_router
 from boxoffice.ops.router import router as ops_router
 from boxoffice.payments import service as payments_service
 from boxoffice.payments.reconcile import reconcile_once
@@ -86,25 +89,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("startup", env=settings.env, database=app.state.db.backend)
         if settings.env != "test":  # a test session starts many apps in one process
             _tune_garbage_collector()
-        loyalty_jobs.install(app)  # tier upgrades are mailed through this app's mailer
-        jobs = [
-            start_periodic(
-                "booking-expiry", settings.expiry_interval_seconds, partial(expire_once, app)
-            ),
-            start_periodic(
-                "payment-reconciliation",
-                settings.reconcile_interval_seconds,
-                partial(reconcile_once, app),
-            ),
-            start_periodic(
-                "loyalty-earning",
-                settings.loyalty_interval_seconds,
-                partial(loyalty_jobs.earn_once, app),
-            ),
-        ]
+        notifications_jobs.install(app)  # the SMS sender; tier upgrades are notified
+        await app.state.jobs.start()
+        # Periodic jobs: each runs once per interval across all processes (a lease per job).
+        periodic = PeriodicJobs(app.state.db)
+        periodic.start(
+            "booking-expiry", settings.expiry_interval_seconds, partial(expire_once, app)
+        )
+        periodic.start(
+            "payment-reconciliation",
+            settings.reconcile_interval_seconds,
+            partial(reconcile_once, app),
+        )
+        periodic.start(
+            "loyalty-earning",
+            settings.loyalty_interval_seconds,
+            partial(loyalty_jobs.earn_once, app),
+        )
+        periodic.start(
+            "show-reminders",
+            settings.reminder_interval_seconds,
+            partial(notifications_jobs.remind_once, app),
+        )
         yield
-        for job in jobs:
-            await stop_periodic(job)
+        await periodic.stop()
+        await app.state.jobs.stop()  # drains running jobs (BOXOFFICE_JOBS_SHUTDOWN_GRACE_SECONDS)
         await PaymentContext.of(app).registry.aclose()
         await app.state.storage.aclose()
         if app.state.redis is not None:
@@ -131,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = HttpMetrics(CollectorRegistry())
     app.state.seat_maps = SeatMapRenderer()
+    app.state.jobs = create_runner(app)  # in-process, or the Redis queue (settings)
 
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
@@ -148,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payments_router,
         concessions_router,
         loyalty_router,
+        notifications_router,
         accounts_admin_router,
         venues_admin_router,
         catalog_admin_router,

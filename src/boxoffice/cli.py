@@ -1,9 +1,10 @@
-"""The `boxoffice` command: serve, db upgrade/downgrade, demo data, users, payments."""
+"""The `boxoffice` command: serve, worker, db upgrade/downgrade, demo data, users, payments."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -12,7 +13,7 @@ import uvicorn
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from boxoffice.config import ConfigurationError, get_settings
+from boxoffice.config import ConfigurationError, Settings, get_settings
 from boxoffice.core.db import Database
 from boxoffice.core.errors import BoxofficeError
 from boxoffice.core.logging import configure_logging
@@ -70,6 +71,41 @@ def serve(
         proxy_headers=True,
         log_level=settings.log_level.lower(),
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Jobs at once (default: BOXOFFICE_JOBS_CONCURRENCY)."),
+    ] = None,
+) -> None:
+    """Run jobs from the Redis queue (BOXOFFICE_REDIS_URL) until SIGINT or SIGTERM; run as
+    many workers as needed. Running jobs get BOXOFFICE_JOBS_SHUTDOWN_GRACE_SECONDS to end."""
+    settings = get_settings()
+    if not settings.jobs_use_redis:
+        typer.echo(
+            "refusing to start: jobs run inside the server processes; a worker needs "
+            "BOXOFFICE_REDIS_URL (and BOXOFFICE_JOBS_BACKEND unset or redis)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if concurrency is not None:
+        settings = settings.model_copy(update={"jobs_concurrency": concurrency})
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    from boxoffice.app import create_app
+    from boxoffice.jobs.redis import run_worker
+
+    application = create_app(settings)  # every job module is imported with the app
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with application.router.lifespan_context(application):
+        await run_worker(application, stop)
 
 
 @db_app.command("upgrade")
@@ -160,11 +196,14 @@ def payments_reconcile(
     async def runner() -> dict[str, int]:
         application = create_app(settings)  # registers what a successful payment does
         ctx = PaymentContext.of(application)
+        jobs = application.state.jobs
+        await jobs.start()  # confirmations notify customers through jobs
         try:
             report = await reconcile_pending(
                 application.state.db, ctx, older_than=dt.timedelta(minutes=minutes), since=since
             )
         finally:
+            await jobs.stop()  # in-process: the mails of this run go out before we leave
             await ctx.registry.aclose()
             await application.state.db.dispose()
         return report.as_dict()

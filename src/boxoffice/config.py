@@ -83,13 +83,13 @@ class Settings(BaseSettings):
     # Inside this many hours before the start, a customer's refund pays this fee (percent).
     cancellation_fee_hours: int = Field(default=24, ge=0)
     cancellation_fee_percent: int = Field(default=0, ge=0, le=100)
-    # How often each server process records expired bookings (0 turns the job off).
+    # How often expired bookings are recorded (in one process per interval; 0: job off).
     expiry_interval_seconds: int = Field(default=30, ge=0)
     # How long a process's seat maps reuse a showtime's rule prices (0: re-read every time).
     # Rule changes made through this process apply at once; other processes' within this time.
     # Booking always prices fresh.
     price_cache_seconds: float = Field(default=5, ge=0, le=3600)
-    # How often each server process credits loyalty points for shows that are over (0: off).
+    # How often loyalty points are credited for shows that are over (one process; 0: off).
     loyalty_interval_seconds: int = Field(default=300, ge=0)
 
     # Payment providers. A provider is available (for new payments when it is
@@ -116,10 +116,51 @@ class Settings(BaseSettings):
     reconcile_after_minutes: int = Field(default=15, ge=1)
     reconcile_interval_seconds: int = Field(default=600, ge=0)
 
+    # Jobs (`boxoffice.jobs`): work enqueued to run after a commit, retried with backoff.
+    # Backend: "redis" (a queue in Redis, run by `boxoffice worker`) or "inprocess" (tasks of
+    # each server process); unset, redis when `redis_url` is set.
+    jobs_backend: Literal["inprocess", "redis"] | None = None
+    jobs_queue: str = Field(default="boxoffice:jobs", min_length=1, max_length=200)  # Redis key
+    jobs_concurrency: int = Field(default=8, ge=1, le=1000)  # jobs at once per process
+    jobs_max_attempts: int = Field(default=5, ge=1, le=100)  # unless the job says otherwise
+    # Wait before attempt n+1: between half and all of base x 2^(n-1) seconds, at most cap.
+    jobs_retry_base_seconds: float = Field(default=1.0, gt=0)
+    jobs_retry_cap_seconds: float = Field(default=300.0, gt=0)
+    # At shutdown, running (and in-process: queued and retrying) jobs get this long to finish.
+    jobs_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    # Notifications (`boxoffice.notifications`). SMS go through "outbox" (text files in
+    # var/outbox, and a log line) or "twilio" (its REST API; needs the SID, token and sender).
+    sms_provider: Literal["outbox", "twilio"] = "outbox"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None  # the sending number (E.164) or messaging sender id
+    twilio_api_base: str = "https://api.twilio.com"
+    # Show reminders go out this many hours before the start, checked every interval (0: off).
+    reminder_hours_before: int = Field(default=24, ge=1, le=24 * 14)
+    reminder_interval_seconds: int = Field(default=600, ge=0)
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.var_dir / 'boxoffice.db').as_posix()}"
+        return self
+
+    @model_validator(mode="after")
+    def _redis_jobs_need_redis(self) -> Settings:
+        if self.jobs_backend == "redis" and not self.redis_url:
+            raise ValueError("BOXOFFICE_JOBS_BACKEND=redis needs BOXOFFICE_REDIS_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _twilio_needs_credentials(self) -> Settings:
+        if self.sms_provider == "twilio" and not (
+            self.twilio_account_sid and self.twilio_auth_token and self.twilio_from
+        ):
+            raise ValueError(
+                "BOXOFFICE_SMS_PROVIDER=twilio needs BOXOFFICE_TWILIO_ACCOUNT_SID, "
+                "BOXOFFICE_TWILIO_AUTH_TOKEN and BOXOFFICE_TWILIO_FROM"
+            )
         return self
 
     @model_validator(mode="after")
@@ -133,6 +174,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def jobs_use_redis(self) -> bool:
+        """Jobs go to the Redis queue (else they run in the server processes)."""
+        if self.jobs_backend is None:
+            return bool(self.redis_url)
+        return self.jobs_backend == "redis"
 
     @property
     def json_logs(self) -> bool:

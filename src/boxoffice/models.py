@@ -8,7 +8,9 @@ from boxoffice.concessions import models as concessions_models
 from boxoffice.core import idempotency
 from boxoffice.core.db import Base
 from boxoffice.documents import models as documents_models
+from boxoffice.jobs import lease as jobs_lease
 from boxoffice.loyalty import models as loyalty_models
+from boxoffice.notifications import models as notifications_models
 from boxoffice.payments import models as payments_models
 from boxoffice.pricing import models as pricing_models
 from boxoffice.promotions import models as promotions_models
@@ -25,7 +27,9 @@ __all__ = [
     "concessions_models",
     "documents_models",
     "idempotency",
+    "jobs_lease",
     "loyalty_models",
+    "notifications_models",
     "payments_models",
     "pricing_models",
     "promotions_models",

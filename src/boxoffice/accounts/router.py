@@ -17,6 +17,7 @@ from boxoffice.accounts.schemas import (
     ChangePasswordIn,
     ForgotPasswordIn,
     LoginIn,
+    MeOut,
     MfaSetupOut,
     OtpIn,
     ProfilePatch,
@@ -33,6 +34,8 @@ from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams, reject_empty_patch
 from boxoffice.loyalty import service as loyalty
+from boxoffice.notifications import service as notifications
+from boxoffice.notifications.schemas import NotificationChannels
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["accounts"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: users"])
@@ -148,20 +151,37 @@ async def mfa_disable(body: OtpIn, user: CurrentUser, session: SessionDep) -> Us
     return UserOut.of(user)
 
 
-async def _me(session: AsyncSession, user: User) -> UserOut:
+async def _me(session: AsyncSession, user: User) -> MeOut:
     tier, points = await loyalty.summary(session, user.id)
-    return UserOut.of(user, tier=tier, points=points)
+    wanted = await notifications.preferences(session, user.id)
+    return MeOut(
+        **UserOut.of(user, tier=tier, points=points).model_dump(),
+        notification_channels=NotificationChannels(
+            email=wanted.email, sms=wanted.sms, in_app=wanted.in_app
+        ),
+        locale=wanted.locale,
+    )
 
 
-@router.get("/me", response_model=UserOut)
-async def me(user: CurrentUser, session: SessionDep) -> UserOut:
+@router.get("/me", response_model=MeOut)
+async def me(user: CurrentUser, session: SessionDep) -> MeOut:
     return await _me(session, user)
 
 
-@router.patch("/me", response_model=UserOut)
-async def update_me(body: ProfilePatch, user: CurrentUser, session: SessionDep) -> UserOut:
+@router.patch("/me", response_model=MeOut)
+async def update_me(body: ProfilePatch, user: CurrentUser, session: SessionDep) -> MeOut:
     reject_empty_patch(body.model_dump(exclude_unset=True))
-    await service.update_profile(user, full_name=body.full_name, phone=body.phone)
+    channels = body.notification_channels
+    await service.update_profile(
+        session,
+        user,
+        full_name=body.full_name,
+        phone=body.phone,
+        notification_channels=(
+            channels.model_dump(exclude_none=True, by_alias=False) if channels else None
+        ),
+        locale=body.locale,
+    )
     return await _me(session, user)
 
 

@@ -10,6 +10,11 @@ from pydantic import EmailStr, Field, StringConstraints
 
 from boxoffice.accounts.models import User
 from boxoffice.core.schema import CamelModel, InputModel, Pagination
+from boxoffice.notifications.schemas import (
+    Locale,
+    NotificationChannels,
+    NotificationChannelsPatch,
+)
 
 Password = Annotated[str, Field(min_length=1, max_length=256)]
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -60,6 +65,9 @@ class OtpIn(InputModel):
 class ProfilePatch(InputModel):
     full_name: FullName | None = None
     phone: Phone | Annotated[str, Field(max_length=0)] | None = None  # "" clears it
+    # Notifications: the channels named change; `locale` is the language of messages.
+    notification_channels: NotificationChannelsPatch | None = None
+    locale: Locale | None = None
 
 
 class RolePatch(InputModel):
@@ -93,6 +101,13 @@ class UserOut(CamelModel):
             mfa_enabled=user.mfa_enabled,
             created_at=user.created_at,
         )
+
+
+class MeOut(UserOut):
+    """`/api/me`: the profile with the caller's notification channels and language."""
+
+    notification_channels: NotificationChannels
+    locale: str
 
 
 class TokensOut(CamelModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyotp
@@ -27,7 +28,6 @@ from boxoffice.accounts.passwords import password_problem
 from boxoffice.accounts.permissions import Role
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import after_commit
 from boxoffice.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound
 from boxoffice.core.mail import Mailer
 from boxoffice.core.security import (
@@ -38,6 +38,7 @@ from boxoffice.core.security import (
     verify_dummy_password,
     verify_password,
 )
+from boxoffice.notifications import service as notifications
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"
@@ -305,30 +306,20 @@ async def _peek_account_token(session: AsyncSession, token: str, purpose: str) -
     return row
 
 
-def _send_after_commit(
-    session: AsyncSession, ctx: AuthContext, to: str, subject: str, body: str
-) -> None:
-    message = ctx.mailer.compose(to, subject, body)
-
-    async def send() -> None:
-        await ctx.mailer.send(message)
-
-    after_commit(session, send)
-
-
 async def send_verification_email(session: AsyncSession, ctx: AuthContext, user: User) -> None:
     if user.email_verified_at is not None:
         return
     token = await _new_account_token(session, user, VERIFY_EMAIL, ctx.settings.email_token_ttl)
     link = f"{ctx.settings.public_base_url}/verify-email?token={token}"
-    _send_after_commit(
+    # Rendered now and sent after the commit: the token is never stored in a job queue.
+    await notifications.send_account_mail(
         session,
-        ctx,
-        user.email,
-        "Confirm your email address",
-        f"Hello {user.full_name},\n\nplease confirm your email address by opening\n{link}\n\n"
-        f"or by entering this code in the app:\n{token}\n\n"
-        f"The link is valid for {ctx.settings.email_token_ttl // 3600} hours.\n",
+        ctx.mailer,
+        user,
+        "email_verification",
+        link=link,
+        token=token,
+        hours=ctx.settings.email_token_ttl // 3600,
     )
 
 
@@ -348,15 +339,14 @@ async def request_password_reset(session: AsyncSession, ctx: AuthContext, email:
         return
     token = await _new_account_token(session, user, RESET_PASSWORD, ctx.settings.password_reset_ttl)
     link = f"{ctx.settings.public_base_url}/reset-password?token={token}"
-    _send_after_commit(
+    await notifications.send_account_mail(
         session,
-        ctx,
-        user.email,
-        "Reset your password",
-        f"Hello {user.full_name},\n\nsomeone asked to reset the password of your account.\n"
-        f"To choose a new one, open\n{link}\n\nor enter this code in the app:\n{token}\n\n"
-        f"The link is valid for {ctx.settings.password_reset_ttl // 60} minutes. If you did not "
-        "ask for it, ignore this mail: your password stays as it is.\n",
+        ctx.mailer,
+        user,
+        "password_reset",
+        link=link,
+        token=token,
+        minutes=ctx.settings.password_reset_ttl // 60,
     )
 
 
@@ -454,11 +444,31 @@ async def consume_totp(session: AsyncSession, user: User, otp: str) -> None:
 # --- profile and administration -------------------------------------------------------------
 
 
-async def update_profile(user: User, *, full_name: str | None, phone: str | None) -> User:
+async def update_profile(
+    session: AsyncSession,
+    user: User,
+    *,
+    full_name: str | None,
+    phone: str | None,
+    notification_channels: Mapping[str, bool] | None = None,
+    locale: str | None = None,
+) -> User:
+    """Name and phone; notification channels (`email`, `sms`, `in_app`: those given change)
+    and language are kept by notifications."""
     if full_name is not None:
         user.full_name = full_name
     if phone is not None:
         user.phone = phone or None
+    if notification_channels or locale is not None:
+        channels = notification_channels or {}
+        await notifications.set_preferences(
+            session,
+            user.id,
+            email=channels.get("email"),
+            sms=channels.get("sms"),
+            in_app=channels.get("in_app"),
+            locale=locale,
+        )
     return user
 
 

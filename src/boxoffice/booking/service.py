@@ -37,6 +37,7 @@ from boxoffice.concessions.models import BookingSnack
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.documents import service as documents
+from boxoffice.notifications import service as notifications
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Payment
 from boxoffice.scheduling.exceptions import ShowtimeNotFound
@@ -231,7 +232,23 @@ async def _confirm_free_booking(
     booking.status = BookingStatus.CONFIRMED
     booking.confirmed_at = utcnow()
     await tickets.issue_tickets(session, booking, lines)
+    await _notify_confirmed(session, booking)
     await documents.issue_invoice(session, booking)  # locks the theater-year's counter
+
+
+async def _notify_confirmed(session: AsyncSession, booking: Booking) -> None:
+    """The confirmation (in-app now; the mail with tickets and calendar entry after commit)."""
+    await notifications.notify(
+        session,
+        booking.user_id,
+        "booking_confirmed",
+        booking_id=booking.id,
+        data={
+            "reference": booking.reference,
+            "amount": str(booking.final_amount),
+            "currency": booking.currency,
+        },
+    )
 
 
 async def insert_with_unique_reference(session: AsyncSession, booking: Booking) -> None:
@@ -377,13 +394,14 @@ async def confirm_paid_booking(
         booking.status = BookingStatus.CONFIRMED
         booking.confirmed_at = utcnow()
         await tickets.issue_tickets(session, booking, lines)
+        await _notify_confirmed(session, booking)
         # Last: it locks the invoice counter of the theater-year until the commit.
         await documents.issue_invoice(session, booking)
         return True
     # Cancelled, its seats sold elsewhere after it expired, or what its discounts and snacks
     # relied on given back at its expiry: never sell twice, never below the price.
     log.warning("paid_booking_not_honoured", booking_id=str(booking.id), status=booking.status)
-    await payments.refund(
+    refund = await payments.refund(
         session,
         payment_ctx,
         booking,
@@ -391,6 +409,18 @@ async def confirm_paid_booking(
         reason="seats no longer available when the payment arrived",
         seat_labels=[line.seat_label for line in lines],
         requested_by=None,
+    )
+    await notifications.notify(
+        session,
+        booking.user_id,
+        "refund_done",
+        booking_id=booking.id,
+        data={
+            "reference": booking.reference,
+            "amount": str(refund.amount),
+            "currency": booking.currency,
+            "seats": [line.seat_label for line in lines],
+        },
     )
     for line in lines:
         line.refunded = True
@@ -458,7 +488,7 @@ async def expire_due_bookings(
     # waits for no booking, so a payment arriving as its booking expires cannot deadlock with it.
     due = (
         await session.execute(
-            select(Booking.id, Booking.showtime_id)
+            select(Booking.id, Booking.showtime_id, Booking.user_id, Booking.reference)
             .where(Booking.status == BookingStatus.PENDING, Booking.expires_at <= now)
             .order_by(Booking.expires_at)
             .limit(limit)
@@ -466,6 +496,7 @@ async def expire_due_bookings(
         )
     ).all()
     showtime_of = {row.id: row.showtime_id for row in due}
+    owner_of = {row.id: (row.user_id, row.reference) for row in due}
     await lock_seat_rows(session, set(showtime_of.values()), booking_ids=list(showtime_of))
     expired = 0
     for booking_id, showtime_id in showtime_of.items():
@@ -491,4 +522,12 @@ async def expire_due_bookings(
         )
         await payments.cancel_intent(session, payment_ctx, booking_id)
         await checkout.release_commerce(session, booking_id)
+        user_id, reference = owner_of[booking_id]
+        await notifications.notify(
+            session,
+            user_id,
+            "booking_expired",
+            booking_id=booking_id,
+            data={"reference": reference},
+        )
     return expired

@@ -1,7 +1,10 @@
-"""In-process periodic work, started in the app lifespan of every server process.
+"""Periodic work, started in the app lifespan of every server (and worker) process, run once
+per period across all of them.
 
-Each run must be safe when several processes do it at once (conditional updates, rows locked
-with SKIP LOCKED); a failed run is logged and the loop goes on.
+Before each run a process takes the job's lease (`jobs.lease`, one `job_leases` row per job,
+valid for one interval); a process that does not get it skips that period. The lease only
+stops the work from being done N times: each run must still be safe if two overlap (a run
+longer than its interval, a clock far off), and a failed run is logged and the loop goes on.
 """
 
 from __future__ import annotations
@@ -12,15 +15,25 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from boxoffice.core.db import Database
+from boxoffice.jobs.lease import new_holder, take_lease
+
 log = structlog.get_logger(__name__)
 
+Work = Callable[[], Awaitable[None]]
 
-async def run_periodically(name: str, interval: float, work: Callable[[], Awaitable[None]]) -> None:
+
+async def run_periodically(
+    name: str, interval: float, work: Work, *, database: Database, holder: str
+) -> None:
     # Spread the processes' runs so they do not all wake at once.
     await asyncio.sleep(random.uniform(0, interval))
     while True:
         try:
-            await work()
+            if await take_lease(database, name, holder, interval):
+                await work()
+            else:
+                log.debug("periodic_job_skipped", job=name)  # another process's turn
         except asyncio.CancelledError:
             raise
         except Exception:  # a database or provider hiccup must not end the loop
@@ -28,20 +41,27 @@ async def run_periodically(name: str, interval: float, work: Callable[[], Awaita
         await asyncio.sleep(interval)
 
 
-def start_periodic(
-    name: str, interval: float, work: Callable[[], Awaitable[None]]
-) -> asyncio.Task[None] | None:
-    """The running job, or None when its interval is 0 (turned off)."""
-    if interval <= 0:
-        return None
-    return asyncio.create_task(run_periodically(name, interval, work), name=name)
+class PeriodicJobs:
+    """One app's periodic jobs; `holder` names this process in the leases."""
 
+    def __init__(self, database: Database, holder: str | None = None) -> None:
+        self.database = database
+        self.holder = holder or new_holder()
+        self._tasks: list[asyncio.Task[None]] = []
 
-async def stop_periodic(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    def start(self, name: str, interval: float, work: Work) -> asyncio.Task[None] | None:
+        """Run `work` every `interval` seconds (in some process); None when 0 (turned off)."""
+        if interval <= 0:
+            return None
+        task = asyncio.create_task(
+            run_periodically(name, interval, work, database=self.database, holder=self.holder),
+            name=name,
+        )
+        self._tasks.append(task)
+        return task
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -56,7 +56,7 @@ from boxoffice.scheduling.models import Showtime
 from boxoffice.storage import Storage
 from boxoffice.tickets import service as tickets
 from boxoffice.tickets.exceptions import TicketsNotIssued
-from boxoffice.tickets.models import TicketStatus
+from boxoffice.tickets.models import Ticket, TicketStatus
 from boxoffice.tickets.signing import TicketSigner
 from boxoffice.venues.models import Screen, Theater
 
@@ -222,6 +222,44 @@ async def tickets_pdf(
     assert booking is not None  # booking_tickets found it
     if not printable:
         raise TicketsNotIssued("The booking has no valid tickets.", bookingStatus=booking.status)
+    document = await _tickets_document(session, settings, signer, booking, printable)
+    key = f"tickets/{booking.id}-{fingerprint(document)}.pdf"
+    return await _stored_or_rendered(
+        storage, key, tickets_filename(booking), lambda: render_tickets(document)
+    )
+
+
+def tickets_filename(booking: Booking) -> str:
+    return f"tickets-{booking.reference}.pdf"
+
+
+async def tickets_document(
+    session: AsyncSession, settings: Settings, signer: TicketSigner, booking_id: uuid.UUID
+) -> tuple[str, TicketsDocument] | None:
+    """The booking's tickets PDF as (filename, document) to render with `render_tickets`, for
+    a mail attachment; None when it has no valid tickets. Reads, never stores: the file the
+    API serves is stored on its first request, as always."""
+    booking = await session.get(Booking, booking_id)
+    if booking is None:
+        return None
+    printable = [
+        ticket
+        for ticket in await tickets.tickets_for_booking(session, booking_id)
+        if ticket.status != TicketStatus.VOID
+    ]
+    if not printable:
+        return None
+    document = await _tickets_document(session, settings, signer, booking, printable)
+    return tickets_filename(booking), document
+
+
+async def _tickets_document(
+    session: AsyncSession,
+    settings: Settings,
+    signer: TicketSigner,
+    booking: Booking,
+    printable: Sequence[Ticket],
+) -> TicketsDocument:
     ctx = await _context(session, booking.showtime_id)
     lines = await session.execute(
         select(BookingLine.seat_id, BookingLine.seat_class).where(
@@ -230,7 +268,7 @@ async def tickets_pdf(
     )
     classes: dict[uuid.UUID, str] = dict(lines.all())
     zone = ZoneInfo(ctx.theater.timezone)
-    document = TicketsDocument(
+    return TicketsDocument(
         booking_reference=booking.reference,
         movie_title=ctx.movie.title,
         age_rating=ctx.movie.rating,
@@ -249,10 +287,6 @@ async def tickets_pdf(
             )
             for ticket in printable
         ),
-    )
-    key = f"tickets/{booking.id}-{fingerprint(document)}.pdf"
-    return await _stored_or_rendered(
-        storage, key, f"tickets-{booking.reference}.pdf", lambda: render_tickets(document)
     )
 
 

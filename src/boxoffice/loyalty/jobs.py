@@ -12,11 +12,6 @@ from boxoffice.loyalty import service
 log = structlog.get_logger(__name__)
 
 
-def install(app: FastAPI) -> None:
-    """Tier upgrades in this app's database are mailed through its Mailer."""
-    service.set_tier_notifier(app.state.db, service.TierUpgradeMail(app.state.mailer))
-
-
 async def earn_once(app: FastAPI) -> None:
     database: Database = app.state.db
     async with database.session() as session:

@@ -34,11 +34,9 @@ from sqlalchemy import CursorResult, Result, exists, func, literal, select, upda
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from boxoffice.accounts.models import User
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import Database, Money, after_commit
-from boxoffice.core.mail import Mailer
+from boxoffice.core.db import Database, Money
 from boxoffice.loyalty.exceptions import (
     BookingNotFound,
     InsufficientPoints,
@@ -116,6 +114,7 @@ def year_before(now: dt.datetime) -> dt.datetime:
 # The tier-upgrade notifier
 
 # Called inside the transaction that upgraded the tier; it sends its messages after commit.
+# notifications registers one at start-up (`notifications.jobs.install`: in-app and email).
 TierNotifier = Callable[[AsyncSession, uuid.UUID, str, str], Awaitable[None]]
 # One per app: several apps (and mailers) may live in one process, each with its own database.
 _notifiers: weakref.WeakKeyDictionary[Database, TierNotifier] = weakref.WeakKeyDictionary()
@@ -132,37 +131,6 @@ def set_tier_notifier(database: Database, notifier: TierNotifier | None) -> None
 def _notifier_for(session: AsyncSession) -> TierNotifier | None:
     database = session.info.get("database")
     return _notifiers.get(database) if database is not None else None
-
-
-class TierUpgradeMail:
-    """The `tier_upgrade` notification as an email through the app's Mailer."""
-
-    kind = "tier_upgrade"
-
-    def __init__(self, mailer: Mailer) -> None:
-        self.mailer = mailer
-
-    async def __call__(
-        self, session: AsyncSession, user_id: uuid.UUID, old_tier: str, new_tier: str
-    ) -> None:
-        user = await session.get(User, user_id)
-        if user is None or not user.is_active:
-            return
-        percent = int(tier_discount_rate(new_tier) * 100)
-        message = self.mailer.compose(
-            user.email,
-            f"Welcome to {new_tier.title()}",
-            f"Hello {user.full_name},\n\nwith the points you earned in the last 12 months you "
-            f"moved up from {old_tier.title()} to {new_tier.title()}.\nFrom now on you get "
-            f"{percent}% off every ticket you book.\n\nThank you for coming to the movies!\n",
-        )
-        # Lets mail filters (and tests) tell the notification apart from other mail.
-        message["X-Boxoffice-Notification"] = self.kind
-
-        async def send() -> None:
-            await self.mailer.send(message)
-
-        after_commit(session, send)
 
 
 # ---------------------------------------------------------------------------------------------

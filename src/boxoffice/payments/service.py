@@ -38,6 +38,7 @@ from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.errors import BoxofficeError
+from boxoffice.notifications import service as notifications
 from boxoffice.payments.exceptions import (
     BookingExpired,
     BookingNotFound,
@@ -253,7 +254,7 @@ def _audit(
 async def _record_failure(
     session: AsyncSession, payment: Payment, code: str, actor_kind: str = ActorKind.PROVIDER
 ) -> None:
-    """A failed attempt: remembered on the payment, which stays pending."""
+    """A failed attempt: remembered on the payment, which stays pending; the customer is told."""
     _audit(session, payment, "attempt_failed", actor_kind, failureCode=code[:64])
     await session.execute(
         update(Payment)
@@ -262,6 +263,24 @@ async def _record_failure(
         execution_options={"synchronize_session": False},
     )
     await session.refresh(payment)
+    await _notify_failure(session, payment, code)
+
+
+async def _notify_failure(session: AsyncSession, payment: Payment, code: str) -> None:
+    booking = await session.get(Booking, payment.booking_id)  # loaded already when confirming
+    if booking is not None:
+        await notifications.notify(
+            session,
+            booking.user_id,
+            "payment_failed",
+            booking_id=booking.id,
+            data={
+                "reference": booking.reference,
+                "amount": str(payment.amount),
+                "currency": payment.currency,
+                "reason": code[:64],
+            },
+        )
 
 
 async def mark_succeeded(
@@ -580,6 +599,7 @@ async def capture(
             session, payment, PaymentStatus.FAILED, {PaymentStatus.PENDING}, {"failure_code": code}
         ):
             _audit(session, payment, "failed", actor_kind, actor_id, failureCode=code)
+            await _notify_failure(session, payment, code)
     return result
 
 

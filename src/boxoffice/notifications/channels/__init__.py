@@ -1,0 +1,1 @@
+"""How a rendered notification leaves: email (`email.py`) and SMS (`sms.py`)."""

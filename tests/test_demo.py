@@ -31,7 +31,7 @@ async def test_demo_data_is_complete_and_idempotent(
             start.date() for start in (await session.scalars(select(Showtime.start_time))).all()
         }
     assert "added 4 accounts" in first
-    assert "added 0 accounts and 0 showtimes" in second
+    assert "added 0 accounts, 0 showtimes and 0 snacks" in second
 
     cities = (await client.get("/api/cities")).json()["cities"]
     theaters = (await client.get("/api/theaters")).json()["theaters"]
@@ -47,6 +47,12 @@ async def test_demo_data_is_complete_and_idempotent(
     assert showtimes
     assert len(days) >= 6
     assert max(days) - min(days) >= dt.timedelta(days=6)
+
+    # The commerce side: a menu, a code for first bookings, theater VAT rates.
+    snacks = (await client.get("/api/snacks")).json()["snacks"]
+    assert len(snacks) == 5
+    assert all(s["available"] for s in snacks)
+    assert {t["vatRate"] for t in theaters} == {"0.0700", "0.2000"}
 
     for account in DEMO_ACCOUNTS:
         login = await client.post(

@@ -22,7 +22,15 @@ from boxoffice.accounts.service import create_user
 from boxoffice.catalog.models import Movie
 from boxoffice.catalog.schemas import MovieCreate
 from boxoffice.catalog.service import create_movie
+from boxoffice.concessions.models import Snack
+from boxoffice.concessions.schemas import SnackCreate
+from boxoffice.concessions.service import create_snack
 from boxoffice.core.clock import utcnow
+from boxoffice.pricing.models import PricingRule, RuleKind
+from boxoffice.pricing.service import create_rule
+from boxoffice.promotions.models import PromoCode, PromoKind
+from boxoffice.promotions.schemas import PromoCodeCreate
+from boxoffice.promotions.service import create_code
 from boxoffice.scheduling.models import Showtime
 from boxoffice.scheduling.service import create_showtime
 from boxoffice.venues.models import City, Screen, Theater
@@ -305,13 +313,73 @@ async def _ensure_showtimes(
     return created
 
 
+# VAT contained in ticket prices by currency (the demo's countries: Germany 7%, UK 20%).
+VAT_RATES = {"EUR": Decimal("0.07"), "GBP": Decimal("0.20")}
+
+# (name, category, price, stock: None = not counted)
+SNACKS = (
+    ("Popcorn, small", "popcorn", Decimal("4.50"), None),
+    ("Popcorn, large", "popcorn", Decimal("6.50"), None),
+    ("Nachos with cheese", "snacks", Decimal("5.50"), 40),
+    ("Cola 0.5 l", "drinks", Decimal("3.50"), 200),
+    ("Sparkling water 0.5 l", "drinks", Decimal("3.00"), 200),
+)
+
+
+async def _ensure_commerce(session: AsyncSession, halls: list[tuple[Theater, Screen]]) -> int:
+    """VAT rates, a snack menu, a weekend surcharge and a welcome code; returns how many of
+    the snacks, rules and codes it added."""
+    for theater, _screen in halls:
+        if theater.currency in VAT_RATES and not theater.vat_rate:
+            theater.vat_rate = VAT_RATES[theater.currency]
+    admin = await session.scalar(select(User).where(User.role == "admin").limit(1))
+    assert admin is not None  # the demo accounts come first
+    added = 0
+    for name, category, price, stock in SNACKS:
+        if await session.scalar(select(Snack.id).where(Snack.name == name)) is None:
+            data = SnackCreate(name=name, category=category, price=price, stock=stock)
+            await create_snack(session, data, admin.id)
+            added += 1
+    weekend = "Weekend evenings"
+    if await session.scalar(select(PricingRule.id).where(PricingRule.name == weekend)) is None:
+        await create_rule(
+            session,
+            {
+                "name": weekend,
+                "kind": RuleKind.SURCHARGE,
+                "value": Decimal("1.50"),
+                "days_of_week": [4, 5],  # Friday and Saturday, theater-local
+                "time_from": dt.time(18),
+                "priority": 10,
+            },
+            actor_id=admin.id,
+        )
+        added += 1
+    if await session.scalar(select(PromoCode.id).where(PromoCode.code == "WELCOME10")) is None:
+        await create_code(
+            session,
+            PromoCodeCreate(
+                code="WELCOME10",
+                description="10% off a first booking",
+                kind=PromoKind.PERCENTAGE,
+                value=Decimal("10"),
+                first_booking_only=True,
+            ),
+            admin,
+        )
+        added += 1
+    return added
+
+
 async def load_demo(session: AsyncSession) -> str:
     """Create whatever part of the demo data is missing; returns a one-line summary."""
     accounts = await _ensure_accounts(session)
     halls = await _ensure_venues(session)
     movies = await _ensure_movies(session, utcnow().date())
     showtimes = await _ensure_showtimes(session, halls, movies)
+    commerce = await _ensure_commerce(session, halls)
     return (
         f"demo data ready: {len(CITIES)} cities, {len(THEATERS)} theaters, {len(halls)} screens, "
-        f"{len(movies)} movies; added {accounts} accounts and {showtimes} showtimes"
+        f"{len(movies)} movies; added {accounts} accounts, {showtimes} showtimes and "
+        f"{commerce} snacks, pricing rules and promo codes"
     )

@@ -212,6 +212,11 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         "reconcile_interval_seconds": 0,
         # Nor show reminders for other tests' bookings; their tests run `remind_once`.
         "reminder_interval_seconds": 0,
+        # Nor settlement recording for other tests' contracts; its tests run `record_once`.
+        "settlement_interval_seconds": 0,
+        # Movies without a rental contract are scheduled freely (the public contract's
+        # behaviour); tests of the strict mode ask for `require_film_contracts=True`.
+        "require_film_contracts": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

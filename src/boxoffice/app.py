@@ -32,6 +32,8 @@ from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
 from boxoffice.core.periodic import PeriodicJobs
 from boxoffice.core.routing import add_routes
 from boxoffice.core.security import VerifiedTokens, configure_password_hashing
+from boxoffice.distribution import jobs as distribution_jobs
+from boxoffice.distribution.router import admin_router as distribution_admin_router
 from boxoffice.documents.router import router as documents_router
 from boxoffice.jobs import create_runner
 from boxoffice.loyalty import jobs as loyalty_jobs
@@ -47,6 +49,10 @@ from boxoffice.pricing.router import admin_router as pricing_admin_router
 from boxoffice.pricing.router import router as pricing_router
 from boxoffice.promotions.router import admin_router as promotions_admin_router
 from boxoffice.promotions.router import router as promotions_router
+from boxoffice.reporting import jobs as reporting_jobs  # noqa: F401  (registers its job)
+from boxoffice.reporting.router import router as reporting_router
+from boxoffice.reviews.router import admin_router as reviews_admin_router
+from boxoffice.reviews.router import router as reviews_router
 from boxoffice.scheduling.router import admin_router as scheduling_admin_router
 from boxoffice.scheduling.router import router as scheduling_router
 from boxoffice.scheduling.seat_map import SeatMapRenderer
@@ -111,6 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.reminder_interval_seconds,
             partial(notifications_jobs.remind_once, app),
         )
+        periodic.start(
+            "distribution-settlements",
+            settings.settlement_interval_seconds,
+            partial(distribution_jobs.record_once, app),
+        )
         yield
         await periodic.stop()
         await app.state.jobs.stop()  # drains running jobs (BOXOFFICE_JOBS_SHUTDOWN_GRACE_SECONDS)
@@ -169,5 +180,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pricing_router,
         pricing_admin_router,
         audit_router,
+        distribution_admin_router,
+        reviews_router,
+        reviews_admin_router,
+        reporting_router,
     )
     return app

@@ -26,6 +26,9 @@ from boxoffice.concessions.models import Snack
 from boxoffice.concessions.schemas import SnackCreate
 from boxoffice.concessions.service import create_snack
 from boxoffice.core.clock import utcnow
+from boxoffice.distribution.models import Contract, Distributor
+from boxoffice.distribution.schemas import ContractCreate, DistributorCreate
+from boxoffice.distribution.service import create_contract, create_distributor
 from boxoffice.pricing.models import PricingRule, RuleKind
 from boxoffice.pricing.service import create_rule
 from boxoffice.promotions.models import PromoCode, PromoKind
@@ -313,6 +316,57 @@ async def _ensure_showtimes(
     return created
 
 
+# Distributors and their rental terms: films alternate between them; each film has one
+# contract per currency the demo sells in (a contract settles the shows sold in its currency).
+DISTRIBUTORS = (
+    ("Silver Screen Distribution", "accounts@silverscreen.example", "Friedrichstr. 1, Berlin"),
+    ("Lighthouse Pictures", "settlements@lighthouse.example", "1 Wardour St, London"),
+)
+CONTRACT_TERMS = (
+    [Decimal(60), Decimal(55), Decimal(50), Decimal(45), Decimal(40), Decimal(35)],
+    [Decimal(50), Decimal(45), Decimal(40), Decimal(35)],
+)
+
+
+async def _ensure_contracts(session: AsyncSession, movies: list[Movie], today: dt.date) -> int:
+    """A distributor per film and a year-long contract per currency for films without one;
+    returns how many contracts it added."""
+    admin_id = await session.scalar(select(User.id).where(User.role == "admin").limit(1))
+    distributors: list[Distributor] = []
+    for name, email, address in DISTRIBUTORS:
+        distributor = await session.scalar(select(Distributor).where(Distributor.name == name))
+        if distributor is None:
+            distributor = await create_distributor(
+                session,
+                DistributorCreate(name=name, contact_email=email, address=address),
+                admin_id,
+            )
+        distributors.append(distributor)
+    added = 0
+    for index, movie in enumerate(movies):
+        if await session.scalar(select(Contract.id).where(Contract.movie_id == movie.id)):
+            continue
+        start = min(movie.release_date or today, today)
+        for currency in VAT_RATES:
+            await create_contract(
+                session,
+                ContractCreate(
+                    distributor_id=distributors[index % 2].id,
+                    movie_id=movie.id,
+                    start_date=start,
+                    end_date=start + dt.timedelta(days=365),
+                    week_start_weekday=3,  # Thursday, release day
+                    terms=CONTRACT_TERMS[index % 2],
+                    house_allowance=Decimal("1500.00") if index % 2 == 0 else None,
+                    minimum_guarantee=Decimal("2500.00") if index % 4 == 1 else None,
+                    currency=currency,
+                ),
+                admin_id,
+            )
+            added += 1
+    return added
+
+
 # VAT contained in ticket prices by currency (the demo's countries: Germany 7%, UK 20%).
 VAT_RATES = {"EUR": Decimal("0.07"), "GBP": Decimal("0.20")}
 
@@ -376,10 +430,11 @@ async def load_demo(session: AsyncSession) -> str:
     accounts = await _ensure_accounts(session)
     halls = await _ensure_venues(session)
     movies = await _ensure_movies(session, utcnow().date())
+    contracts = await _ensure_contracts(session, movies, utcnow().date())
     showtimes = await _ensure_showtimes(session, halls, movies)
     commerce = await _ensure_commerce(session, halls)
     return (
         f"demo data ready: {len(CITIES)} cities, {len(THEATERS)} theaters, {len(halls)} screens, "
         f"{len(movies)} movies; added {accounts} accounts, {showtimes} showtimes and "
-        f"{commerce} snacks, pricing rules and promo codes"
+        f"{commerce} snacks, pricing rules and promo codes; {contracts} rental contracts"
     )

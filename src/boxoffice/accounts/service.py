@@ -26,6 +26,8 @@ from boxoffice.accounts.exceptions import (
 from boxoffice.accounts.models import AccountToken, RefreshToken, User
 from boxoffice.accounts.passwords import password_problem
 from boxoffice.accounts.permissions import Role
+from boxoffice.audit import service as audit
+from boxoffice.audit.models import ActorKind
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound
@@ -497,6 +499,16 @@ async def set_role(session: AsyncSession, actor: User, user_id: uuid.UUID, role:
         if len(admins) <= 1:
             raise Conflict("This is the last admin; appoint another one first.", code="last_admin")
     # Permissions are checked against the stored role on every request: effective at once.
+    if user.role != role:
+        audit.record(
+            session,
+            "user.role_changed",
+            entity_type="user",
+            entity_id=user.id,
+            actor_kind=ActorKind.STAFF,
+            actor_id=actor.id,
+            data={"from": user.role, "to": role},
+        )
     user.role = role
     return user
 

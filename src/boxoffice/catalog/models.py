@@ -41,8 +41,11 @@ class Movie(IdMixin, TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(16), default="upcoming")
     # Lower-cased "title director cast..." kept in step by the service for search.
     search_text: Mapped[str] = mapped_column(Text, default="")
+    # Over the visible reviews, kept in step by boxoffice.reviews in the review's transaction
+    # (movie row locked, relative increments): count, sum of ratings, sum/count to two places.
     average_rating: Mapped[Decimal | None] = mapped_column(Numeric(3, 2))
     review_count: Mapped[int] = mapped_column(default=0)
+    rating_sum: Mapped[int] = mapped_column(default=0, server_default="0")
 
     genres: Mapped[list[MovieGenre]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="MovieGenre.position"

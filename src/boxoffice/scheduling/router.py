@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from boxoffice.accounts.deps import OptionalUser, require
+from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
@@ -33,6 +34,7 @@ router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["showtimes"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: showtimes"])
 
 ManageSchedule = Depends(require(Permission.SCHEDULE_MANAGE))
+Scheduler = Annotated[User, ManageSchedule]
 BlockSeatsPermission = Depends(require(Permission.SEATS_BLOCK))
 
 
@@ -83,11 +85,17 @@ async def get_seat_map(
     "/showtimes",
     status_code=status.HTTP_201_CREATED,
     response_model=ShowtimeOut,
-    dependencies=[ManageSchedule],
 )
-async def create_showtime(session: SessionDep, body: ShowtimeCreate) -> ShowtimeOut:
+async def create_showtime(
+    request: Request, session: SessionDep, body: ShowtimeCreate, staff: Scheduler
+) -> ShowtimeOut:
     """Schedule a showtime; `endTime` = start + duration + ads + cleaning of the theater."""
-    showtime = await service.create_showtime(session, **body.model_dump(by_alias=False))
+    showtime = await service.create_showtime(
+        session,
+        **body.model_dump(by_alias=False),
+        require_contract=request.app.state.settings.require_film_contracts,
+        actor_id=staff.id,
+    )
     return ShowtimeOut.of(await service.showtime_info(session, showtime.id))
 
 
@@ -129,14 +137,22 @@ async def admin_get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> Sho
     return ShowtimeOut.of(await service.showtime_info(session, showtime_id))
 
 
-@admin_router.patch(
-    "/showtimes/{showtime_id}", response_model=ShowtimeOut, dependencies=[ManageSchedule]
-)
+@admin_router.patch("/showtimes/{showtime_id}", response_model=ShowtimeOut)
 async def update_showtime(
-    session: SessionDep, showtime_id: uuid.UUID, body: ShowtimeUpdate
+    request: Request,
+    session: SessionDep,
+    showtime_id: uuid.UUID,
+    body: ShowtimeUpdate,
+    staff: Scheduler,
 ) -> ShowtimeOut:
     """Change price, format, languages, `status` or move `startTime` (same screen only)."""
-    await service.update_showtime(session, showtime_id, reject_empty_patch(body.changes()))
+    await service.update_showtime(
+        session,
+        showtime_id,
+        reject_empty_patch(body.changes()),
+        require_contract=request.app.state.settings.require_film_contracts,
+        actor_id=staff.id,
+    )
     return ShowtimeOut.of(await service.showtime_info(session, showtime_id))
 
 
@@ -144,11 +160,10 @@ async def update_showtime(
     "/showtimes/{showtime_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    dependencies=[ManageSchedule],
 )
-async def delete_showtime(session: SessionDep, showtime_id: uuid.UUID) -> None:
+async def delete_showtime(session: SessionDep, showtime_id: uuid.UUID, staff: Scheduler) -> None:
     """Delete a showtime that has no held or sold seats."""
-    await service.delete_showtime(session, showtime_id)
+    await service.delete_showtime(session, showtime_id, actor_id=staff.id)
 
 
 @admin_router.post(

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
@@ -31,10 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from boxoffice.audit import service as audit
+from boxoffice.audit.models import ActorKind
 from boxoffice.catalog.exceptions import MovieNotFound
 from boxoffice.catalog.models import Movie
 from boxoffice.catalog.service import get_movie
 from boxoffice.core.clock import utcnow
+from boxoffice.distribution.service import check_showtime_contract
 from boxoffice.scheduling.exceptions import (
     ScreenBusy,
     ScreenChangeNotAllowed,
@@ -123,12 +127,26 @@ async def create_showtime(
     language: str | None = None,
     subtitles: str | None = None,
     now: dt.datetime | None = None,
+    require_contract: bool = False,
+    actor_id: uuid.UUID | None = None,
 ) -> Showtime:
-    """Schedule a showtime and create its seat inventory (one row per active seat)."""
+    """Schedule a showtime and create its seat inventory (one row per active seat).
+
+    A movie with a rental contract (any movie, with `require_contract`) is scheduled only where
+    an active contract covers the show's local date and format (409 `no_valid_contract`)."""
     _check_start(start_time, now or utcnow())
     screen = await _lock_screen(session, screen_id)
     movie = await get_movie(session, movie_id)
     theater = await get_theater(session, screen.theater_id)
+    await check_showtime_contract(
+        session,
+        movie_id=movie.id,
+        theater_timezone=theater.timezone,
+        start_time=start_time,
+        format=format,
+        currency=theater.currency,
+        required=require_contract,
+    )
     showtime = Showtime(
         movie_id=movie.id,
         screen_id=screen.id,
@@ -149,7 +167,39 @@ async def create_showtime(
     ]
     if inventory:
         await session.execute(insert(ShowtimeSeat), inventory)  # one executemany
+    _audit(
+        session,
+        "showtime.created",
+        showtime,
+        actor_id,
+        movieId=str(movie.id),
+        screenId=str(screen.id),
+        startTime=start_time.isoformat(),
+        basePrice=str(base_price),
+    )
     return showtime
+
+
+def _audit(
+    session: AsyncSession,
+    action: str,
+    showtime: Showtime,
+    actor_id: uuid.UUID | None,
+    **data: Any,
+) -> None:
+    """Staff's schedule changes are audited: who scheduled, moved, repriced or removed a show.
+    (Without an actor, e.g. the demo loader, nothing is recorded.)"""
+    if actor_id is None:
+        return
+    audit.record(
+        session,
+        action,
+        entity_type="showtime",
+        entity_id=showtime.id,
+        actor_kind=ActorKind.STAFF,
+        actor_id=actor_id,
+        data=data,
+    )
 
 
 async def get_showtime(session: AsyncSession, showtime_id: uuid.UUID) -> Showtime:
@@ -259,10 +309,14 @@ async def update_showtime(
     showtime_id: uuid.UUID,
     changes: dict[str, Any],
     now: dt.datetime | None = None,
+    require_contract: bool = False,
+    actor_id: uuid.UUID | None = None,
 ) -> Showtime:
     """Change price, format, languages or status, or move the start on the same screen.
 
     A showtime with sales can be neither moved nor cancelled here (refunds belong to booking).
+    A new start or format, or a restored showtime, is checked against the rental contracts as
+    in `create_showtime`.
     """
     now = now or utcnow()
     changes = dict(changes)
@@ -283,6 +337,18 @@ async def update_showtime(
         raise StartInPast("A showtime that has started cannot be rescheduled.")
     if (moving or cancelling) and await _has_sales(session, showtime.id, now):
         raise ShowtimeHasSales("Seats of this showtime are held or sold.")
+    new_format = changes.get("format", showtime.format)
+    if status == SCHEDULED and (moving or restoring or new_format != showtime.format):
+        theater = await get_theater(session, showtime.theater_id)
+        await check_showtime_contract(
+            session,
+            movie_id=showtime.movie_id,
+            theater_timezone=theater.timezone,
+            start_time=new_start if new_start is not None else showtime.start_time,
+            format=new_format,
+            currency=showtime.currency,
+            required=require_contract,
+        )
 
     if moving:
         assert new_start is not None
@@ -292,6 +358,14 @@ async def update_showtime(
         showtime.end_time = _end_time(new_start, movie, theater)
     for name, value in changes.items():
         setattr(showtime, name, value)
+    _audit(
+        session,
+        "showtime.updated",
+        showtime,
+        actor_id,
+        **{to_camel(name): str(value) for name, value in changes.items()},
+        **({"startTime": new_start.isoformat()} if moving and new_start else {}),
+    )
     if status == SCHEDULED and (moving or restoring):
         await _store_if_screen_free(session, showtime)
     else:
@@ -300,7 +374,11 @@ async def update_showtime(
 
 
 async def delete_showtime(
-    session: AsyncSession, showtime_id: uuid.UUID, now: dt.datetime | None = None
+    session: AsyncSession,
+    showtime_id: uuid.UUID,
+    now: dt.datetime | None = None,
+    *,
+    actor_id: uuid.UUID | None = None,
 ) -> None:
     """Delete a showtime without sales, and its inventory."""
     now = now or utcnow()
@@ -321,6 +399,14 @@ async def delete_showtime(
         )
         if left:
             raise ShowtimeHasSales("Seats of this showtime are held or sold.")
+        _audit(
+            session,
+            "showtime.deleted",
+            showtime,
+            actor_id,
+            startTime=showtime.start_time.isoformat(),
+            movieId=str(showtime.movie_id),
+        )
         await session.delete(showtime)
         await session.flush()
 

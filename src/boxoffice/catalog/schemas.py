@@ -11,7 +11,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, Field, HttpUrl, TypeAdapter, ValidationError, model_validator
 
 from boxoffice.catalog.models import Movie
-from boxoffice.core.schema import CamelModel, InputModel, Pagination
+from boxoffice.core.schema import CamelModel, InputModel, Pagination, refuse_nulls
 
 
 class MovieStatus(StrEnum):
@@ -125,13 +125,7 @@ class MovieUpdate(InputModel):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> Self:
-        nulled = [
-            name
-            for name in _REQUIRED_IN_PATCH
-            if name in self.model_fields_set and getattr(self, name) is None
-        ]
-        if nulled:
-            raise ValueError(f"may not be null: {', '.join(nulled)}")
+        refuse_nulls(self, _REQUIRED_IN_PATCH)
         return self
 
 

@@ -14,7 +14,7 @@ from boxoffice.booking.models import Booking
 from boxoffice.booking.schemas import BookingOut
 from boxoffice.catalog.schemas import Url, one_line
 from boxoffice.concessions.models import BookingSnack, Snack
-from boxoffice.core.schema import CamelModel, InputModel, Money, Pagination
+from boxoffice.core.schema import CamelModel, InputModel, Money, Pagination, refuse_nulls
 from boxoffice.payments.models import Payment
 
 MAX_QUANTITY = 20  # of one snack in one order
@@ -99,13 +99,7 @@ class SnackUpdate(InputModel):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> Self:
-        nulled = [
-            name
-            for name in _REQUIRED_IN_PATCH
-            if name in self.model_fields_set and getattr(self, name) is None
-        ]
-        if nulled:
-            raise ValueError(f"may not be null: {', '.join(nulled)}")
+        refuse_nulls(self, _REQUIRED_IN_PATCH)
         return self
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -94,6 +95,13 @@ class PageParams:
             total=total,
             total_pages=math.ceil(total / self.limit) if total else 0,
         )
+
+
+def refuse_nulls(patch: BaseModel, required: Iterable[str]) -> None:
+    """In a partial update, the `required` columns may be left out but not set to null."""
+    nulled = [n for n in required if n in patch.model_fields_set and getattr(patch, n) is None]
+    if nulled:
+        raise ValueError(f"may not be null: {', '.join(nulled)}")
 
 
 def reject_empty_patch(values: dict[str, Any]) -> dict[str, Any]:

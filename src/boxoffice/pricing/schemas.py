@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from boxoffice.core.schema import CamelModel, InputModel, Money, Pagination
+from boxoffice.core.schema import CamelModel, InputModel, Money, Pagination, refuse_nulls
 from boxoffice.pricing.models import PricingRule
 from boxoffice.pricing.service import HALL_TYPES, SEAT_CLASSES, ClassPrice, ShowtimePrices
 
@@ -171,9 +171,7 @@ class PricingRuleUpdate(_RuleFields):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> Self:
-        nulled = [n for n in _NOT_NULL if n in self.model_fields_set and getattr(self, n) is None]
-        if nulled:
-            raise ValueError(f"may not be null: {', '.join(nulled)}")
+        refuse_nulls(self, _NOT_NULL)
         return self
 
     def changes(self) -> dict[str, Any]:

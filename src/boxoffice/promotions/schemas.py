@@ -11,7 +11,14 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from boxoffice.core.schema import AwareDatetime, CamelModel, InputModel, Money, Pagination
+from boxoffice.core.schema import (
+    AwareDatetime,
+    CamelModel,
+    InputModel,
+    Money,
+    Pagination,
+    refuse_nulls,
+)
 from boxoffice.promotions.models import PromoCode
 
 # Checked on the input as typed (ASCII only): str.upper() maps a few non-ASCII letters to
@@ -169,13 +176,7 @@ class PromoCodeUpdate(InputModel):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> Self:
-        nulled = [
-            name
-            for name in _REQUIRED_IN_PATCH
-            if name in self.model_fields_set and getattr(self, name) is None
-        ]
-        if nulled:
-            raise ValueError(f"may not be null: {', '.join(nulled)}")
+        refuse_nulls(self, _REQUIRED_IN_PATCH)
         return self
 
 

@@ -1,4 +1,5 @@
-"""The `boxoffice` command: serve, worker, db upgrade/downgrade, demo data, users, payments."""
+"""The `boxoffice` command: serve, worker, db (migrations, backup, restore), demo data, users,
+payments."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import datetime as dt
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -20,7 +22,7 @@ from boxoffice.core.logging import configure_logging
 from boxoffice.migrations import alembic_config
 
 app = typer.Typer(help="boxoffice: cinema booking backend.", no_args_is_help=True)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema, backup and restore.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 payments_app = typer.Typer(help="Payments.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -126,6 +128,54 @@ def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
 def db_current() -> None:
     """Show the database's migration revision."""
     command.current(alembic_config(get_settings().database_url), verbose=False)
+
+
+@db_app.command("backup")
+def db_backup(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write (default: var/backups/boxoffice-<backend>-<UTC time>.<ext>).",
+        ),
+    ] = None,
+) -> None:
+    """Back up the database while the servers run (SQLite online backup, pg_dump, or
+    mariadb-dump/mysqldump)."""
+    from boxoffice.ops import backup as backups
+
+    try:
+        result = backups.backup(get_settings(), output)
+    except backups.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
+    typer.echo(f"backup written to {result.path} ({backups.human_size(result.size)})")
+
+
+@db_app.command("restore")
+def db_restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `boxoffice db backup`.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Replace all data of the database with a backup. Stop every server and worker first."""
+    from boxoffice.ops import backup as backups
+
+    settings = get_settings()
+    try:
+        info = backups.inspect_backup(settings, path)
+        target = backups.Target.of(settings).describe()
+        typer.echo(
+            f"This replaces all data of {target} with {path} (revision {info.revision}). "
+            "Every server and worker must be stopped."
+        )
+        if not yes and not typer.confirm("Restore?"):
+            raise typer.Exit(1)
+        backups.restore(settings, info)
+    except backups.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
+    typer.echo(backups.next_steps(info))
 
 
 @app.command()

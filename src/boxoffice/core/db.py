@@ -37,7 +37,7 @@ from sqlalchemy.types import TypeDecorator
 
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.errors import BoxofficeError
+from boxoffice.core.errors import BoxofficeError, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -170,6 +170,28 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    title = "Database unavailable"
+
+
+def _connect_or_unavailable(
+    dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any
+) -> Any:
+    """Open a new server connection; failing to, answer 503 rather than 500.
+
+    While the server is down asyncpg raises a bare `ConnectionRefusedError` (SQLAlchemy wraps
+    only driver errors), and while it starts up or shuts down "cannot connect now", which
+    SQLAlchemy wraps as a plain DBAPIError; both reached clients as a 500 during a database
+    restart. A failed connect changed nothing, so the client may simply try again."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as exc:
+        log.warning("database_connect_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        raise DatabaseUnavailable(
+            "The database is not reachable; try again shortly.", headers={"Retry-After": "2"}
+        ) from exc
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
     # Let SQLAlchemy's begin event issue BEGIN itself (the driver's deferred BEGIN loses
     # concurrent read-modify-writes), then set the pragmas every connection needs.
@@ -213,6 +235,8 @@ def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) ->
             # rows, not the snapshot REPEATABLE READ took before the lock wait.
             kwargs["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(url, **kwargs)
+    if backend != "sqlite":
+        event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
     if backend == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

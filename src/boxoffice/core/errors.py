@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -255,6 +256,18 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 500, "internal_error", "An unexpected error occurred.")
 
 
+async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    """Every pooled connection stayed busy for the pool timeout: overload, not a bug."""
+    log.warning("database_pool_timeout", error=str(exc)[:300])
+    return problem_response(
+        request,
+        503,
+        "service_unavailable",
+        "The server is overloaded; try again shortly.",
+        headers={"Retry-After": "2"},
+    )
+
+
 def _looks_unavailable(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower()
     return any(
@@ -276,3 +289,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)

@@ -28,7 +28,7 @@ from taskiq.receiver import Receiver
 from taskiq_redis import RedisStreamBroker
 
 from boxoffice.jobs.registry import run_attempt
-from boxoffice.jobs.runner import JobRunner
+from boxoffice.jobs.runner import InProcessRunner, JobRunner
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -135,6 +135,7 @@ class RedisRunner(JobRunner):
         self._schedule = self._redis.register_script(_SCHEDULE)
         self._promote = self._redis.register_script(_PROMOTE)
         self._running: set[asyncio.Task[Any]] = set()
+        self._fallback: InProcessRunner | None = None  # started when Redis first refuses a job
 
     async def start(self) -> None:
         try:
@@ -143,10 +144,23 @@ class RedisRunner(JobRunner):
             log.warning("jobs_queue_unreachable", queue=self.queue, error=str(exc))
 
     async def stop(self) -> None:
+        if self._fallback is not None:
+            await self._fallback.stop()
         await self.broker.shutdown()
 
     async def submit(self, job_id: str, name: str, args: dict[str, Any]) -> None:
         await self.broker.kick(self._message(job_id, name, args, 1))
+
+    async def fall_back(self, job_id: str, name: str, args: dict[str, Any]) -> bool:
+        """Redis refused a job enqueued after a commit: run it in this process instead.
+
+        Jobs run in the server processes by default, so running one here is no new risk; it
+        only lacks the queue's safety across a restart of this process."""
+        if self._fallback is None:
+            self._fallback = InProcessRunner(self.app)
+            await self._fallback.start()
+        await self._fallback.submit(job_id, name, args)
+        return True
 
     def _message(self, job_id: str, name: str, args: dict[str, Any], attempt: int) -> BrokerMessage:
         return self.broker.formatter.dumps(

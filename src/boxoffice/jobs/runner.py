@@ -43,6 +43,10 @@ class JobRunner(ABC):
     async def submit(self, job_id: str, name: str, args: dict[str, Any]) -> None:
         """Hand over the first attempt of a checked job."""
 
+    async def fall_back(self, job_id: str, name: str, args: dict[str, Any]) -> bool:
+        """Take a job `submit` refused some other way; False when there is none."""
+        return False
+
 
 _runners: weakref.WeakKeyDictionary[Database, JobRunner] = weakref.WeakKeyDictionary()
 
@@ -81,8 +85,20 @@ def enqueue(session: AsyncSession, name: str, /, **args: Any) -> str:
     async def submit() -> None:
         try:
             await runner.submit(job_id, name, payload)
-        except Exception:  # the data is stored; losing the job must not fail the request
-            log.exception("job_enqueue_failed", job=name, job_id=job_id)
+        except Exception as exc:
+            # The data is stored: failing the request would report an error for a stored
+            # change, and dropping the job would lose its work (a confirmation mail) for good.
+            # So the queue's runner may take it another way (Redis down: in this process).
+            if await runner.fall_back(job_id, name, payload):
+                log.warning(
+                    "job_enqueue_failed",
+                    job=name,
+                    job_id=job_id,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    fallback="in_process",
+                )
+            else:
+                log.exception("job_enqueue_failed", job=name, job_id=job_id)
 
     after_commit(session, submit)
     return job_id
@@ -90,7 +106,8 @@ def enqueue(session: AsyncSession, name: str, /, **args: Any) -> str:
 
 async def enqueue_now(database: Database, name: str, /, **args: Any) -> str:
     """Run job `name` with `args`, outside any transaction (from a job, a periodic task, the
-    command line). Raises if the queue cannot take it. The job's id."""
+    command line). Raises if the queue cannot take it (the caller decides what then, unlike
+    `enqueue`, which has no caller left to tell). The job's id."""
     runner = _runner_for(database)
     job_id, payload = _prepare(name, args)
     await runner.submit(job_id, name, payload)

@@ -39,10 +39,16 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def _check(awaitable: Any) -> str:
+    """`ok`, or the error's class and its root cause's (`error: DatabaseUnavailable
+    (ConnectionRefusedError)`): enough for an operator, no addresses or messages leaked."""
     try:
         await asyncio.wait_for(awaitable, READY_TIMEOUT_SECONDS)
     except Exception as exc:
-        return f"error: {type(exc).__name__}"
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        cause = f" ({type(root).__name__})" if root is not exc else ""
+        return f"error: {type(exc).__name__}{cause}"
     return "ok"
 
 

@@ -153,6 +153,8 @@ class Server:
             "BOXOFFICE_SECRET_KEY": SECRET,
             "BOXOFFICE_VAR_DIR": str(WORK / "var"),
             "BOXOFFICE_LOG_LEVEL": os.environ.get("BOXOFFICE_LOG_LEVEL", "INFO"),
+            # Every simulated customer comes from 127.0.0.1: no per-address limits here.
+            "BOXOFFICE_RATE_LIMIT_ENABLED": "false",
         }
         log = self.log.open("wb")
         self.process = subprocess.Popen(

@@ -35,6 +35,24 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Tables whose rows migrations seed: kept between tests.
 SEEDED_TABLES = {"roles", "role_permissions", "alembic_version"}
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+GENEROUS_RATE_LIMITS = [
+    f"rate_limit_{name}"
+    for name in (
+        "default",
+        "default_per_ip",
+        "login_per_email",
+        "login_per_ip",
+        "register_per_ip",
+        "password_per_email",
+        "password_per_ip",
+        "email_verification",
+        "email_verification_per_ip",
+        "mfa",
+        "mfa_per_ip",
+        "holds",
+        "holds_per_ip",
+    )
+]
 
 
 @dataclass(frozen=True)
@@ -214,9 +232,20 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         "reminder_interval_seconds": 0,
         # Nor settlement recording for other tests' contracts; its tests run `record_once`.
         "settlement_interval_seconds": 0,
+        # Nor the purge of unverified accounts; its tests run `retention_once`.
+        "retention_interval_seconds": 0,
         # Movies without a rental contract are scheduled freely (the public contract's
         # behaviour); tests of the strict mode ask for `require_film_contracts=True`.
         "require_film_contracts": False,
+        # Failed-login locks out of other tests' way (every client is 127.0.0.1);
+        # tests/test_account_security.py sets small thresholds of its own.
+        "login_max_failures": 1000,
+        "login_account_max_failures": 1000,
+        "login_ip_max_failures": 100_000,
+        # Rate limits the shared app (one client address for the whole session) never reaches;
+        # tests of the limits ask `make_client` for strict ones. Promo lookups keep their
+        # defaults, which their tests count on.
+        **dict.fromkeys(GENEROUS_RATE_LIMITS, "1000000/minute"),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -451,12 +451,15 @@ async def test_reset_password_with_mailed_token(client: httpx.AsyncClient, outbo
     assert (await reset(client, token, NEW_PASSWORD)).status_code == 204
 
     assert_problem(await login(client, password=PASSWORD), 401, "invalid_credentials")
-    assert (await login(client, password=NEW_PASSWORD)).status_code == 200
-    # Every session from before the reset is signed out.
+    fresh = await login(client, password=NEW_PASSWORD)
+    assert fresh.status_code == 200
+    # Every session from before the reset is signed out, its access tokens refused.
     for old in (data["refreshToken"], other_session):
         assert (await refresh(client, old)).status_code == 401
+    stale = await client.get("/api/me", headers=bearer(data["accessToken"]))
+    assert_problem(stale, 401, "invalid_token")
     # The mailbox owner proved the address.
-    me = await client.get("/api/me", headers=bearer(data["accessToken"]))
+    me = await client.get("/api/me", headers=bearer(fresh.json()["accessToken"]))
     assert me.json()["emailVerified"] is True
 
     # Single use.

@@ -491,3 +491,41 @@ async def test_distributors_report_matches_the_settlements(
     pdf = _pdf_text((await _report(client, data.operator, "distributors", "pdf", period)).content)
     assert "Aurora Pictures" in pdf
     assert "Amount due by distributor" in pdf
+
+
+async def test_a_name_with_a_control_character_does_not_break_the_xlsx_report(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Found by the OpenAPI fuzz: openpyxl refuses such a cell, and the report was a 500."""
+    data = await seed(app, client)
+    made = await client.post(
+        "/api/admin/distributors",
+        json={"name": "Aurora\x0bPictures\x01"},
+        headers=data.admin.headers,
+    )
+    assert made.status_code == 201, made.text
+    thursday = data.day1 - dt.timedelta(days=(data.day1.weekday() - 3) % 7 + 7)
+    period = {"from": thursday.isoformat(), "to": (thursday + dt.timedelta(days=20)).isoformat()}
+    contract = await client.post(
+        "/api/admin/contracts",
+        json={
+            "distributorId": made.json()["id"],
+            "movieId": data.aurora_id,
+            "startDate": period["from"],
+            "endDate": period["to"],
+            "weekStartWeekday": 3,
+            "terms": ["50"],
+            "currency": "USD",
+        },
+        headers=data.admin.headers,
+    )
+    assert contract.status_code == 201, contract.text
+
+    book = openpyxl.load_workbook(
+        io.BytesIO((await _report(client, data.operator, "distributors", "xlsx", period)).content)
+    ).active
+    assert book is not None
+    assert book.cell(row=5, column=1).value == "AuroraPictures"
+    # The other formats keep the name as stored.
+    csv_report = await _report(client, data.operator, "distributors", "csv", period)
+    assert "Aurora\x0bPictures" in csv_report.content.decode("utf-8")

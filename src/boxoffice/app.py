@@ -9,10 +9,12 @@ from functools import partial
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from boxoffice import __version__
+from boxoffice.accounts import lockout as accounts_lockout
 from boxoffice.accounts.router import admin_router as accounts_admin_router
 from boxoffice.accounts.router import router as accounts_router
 from boxoffice.audit.router import router as audit_router
@@ -26,10 +28,13 @@ from boxoffice.concessions.router import router as concessions_router
 from boxoffice.config import Settings, get_settings
 from boxoffice.core.db import Database
 from boxoffice.core.errors import install_error_handlers
+from boxoffice.core.hardening import Hardening
 from boxoffice.core.logging import configure_logging
 from boxoffice.core.mail import Mailer
 from boxoffice.core.middleware import HttpMetrics, RequestContextMiddleware
+from boxoffice.core.openapi import install_problem_responses
 from boxoffice.core.periodic import PeriodicJobs
+from boxoffice.core.ratelimit import GeneralLimitMiddleware
 from boxoffice.core.routing import add_routes
 from boxoffice.core.security import VerifiedTokens, configure_password_hashing
 from boxoffice.distribution import jobs as distribution_jobs
@@ -47,6 +52,8 @@ from boxoffice.payments.router import router as payments_router
 from boxoffice.payments.service import PaymentContext
 from boxoffice.pricing.router import admin_router as pricing_admin_router
 from boxoffice.pricing.router import router as pricing_router
+from boxoffice.privacy import jobs as privacy_jobs
+from boxoffice.privacy.router import router as privacy_router
 from boxoffice.promotions.router import admin_router as promotions_admin_router
 from boxoffice.promotions.router import router as promotions_router
 from boxoffice.reporting import jobs as reporting_jobs  # noqa: F401  (registers its job)
@@ -122,6 +129,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.settlement_interval_seconds,
             partial(distribution_jobs.record_once, app),
         )
+        periodic.start(
+            "login-failures-purge",
+            settings.login_failure_window_seconds,
+            partial(accounts_lockout.purge_once, app),
+        )
+        periodic.start(
+            "unverified-account-retention",
+            settings.retention_interval_seconds,
+            partial(privacy_jobs.retention_once, app),
+        )
         yield
         await periodic.stop()
         await app.state.jobs.stop()  # drains running jobs (BOXOFFICE_JOBS_SHUTDOWN_GRACE_SECONDS)
@@ -154,7 +171,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = create_runner(app)  # in-process, or the Redis queue (settings)
 
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    if settings.rate_limit_enabled:  # innermost: its 429s get CORS headers and a request id
+        app.add_middleware(GeneralLimitMiddleware)
+    if settings.cors_origins:  # no layer at all (and no CORS headers) unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "Location"],
+            allow_credentials=settings.cors_allow_credentials,
+            max_age=settings.cors_max_age,
+        )
+    docs_paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        hardening=Hardening(settings, docs_paths),
+    )
 
     add_routes(
         app,
@@ -184,5 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reviews_router,
         reviews_admin_router,
         reporting_router,
+        privacy_router,
     )
+    install_problem_responses(app)
     return app

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from limits import parse as parse_rate_limit
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "changethis", "dev", "test"}
 MIN_SECRET_LENGTH = 32
@@ -17,6 +20,16 @@ MIN_SECRET_LENGTH = 32
 
 class ConfigurationError(RuntimeError):
     """The settings cannot run the server (e.g. production without a secret key)."""
+
+
+def _check_rate_limit(value: str) -> str:
+    value = value.strip()
+    if value:
+        parse_rate_limit(value)  # ValueError: not a limit
+    return value
+
+
+RateLimitValue = Annotated[str, AfterValidator(_check_rate_limit)]
 
 
 class Settings(BaseSettings):
@@ -34,6 +47,18 @@ class Settings(BaseSettings):
     log_json: bool | None = None  # default: JSON in production, readable otherwise
     public_base_url: str = "http://127.0.0.1:8000"
 
+    # HTTP hardening (`boxoffice.core.hardening`). CORS: browser origins allowed to call the
+    # API (JSON list or comma-separated; empty: no CORS headers at all).
+    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_allow_credentials: bool = False
+    cors_max_age: int = Field(default=600, ge=0, le=86400)  # seconds a preflight is cached
+    # Strict-Transport-Security max-age (0: header off; set it only when served over HTTPS).
+    hsts_seconds: int = Field(default=0, ge=0)
+    hsts_include_subdomains: bool = False
+    # Larger request bodies are refused with 413 `body_too_large` (the largest legitimate one,
+    # a 3,000-seat screen layout with every seat spelled out, is 190 KB; 425 KB pretty-printed).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
     # Accounts
     access_token_ttl: int = Field(default=900, gt=0)  # seconds
     refresh_token_ttl: int = Field(default=30 * 24 * 3600, gt=0)
@@ -44,6 +69,22 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_kib: int = Field(default=65536, ge=1024, le=4 * 1024 * 1024)
     argon2_parallelism: int = Field(default=2, ge=1, le=16)
+    # Failed-login protection (`boxoffice.accounts.lockout`). Failures are counted per
+    # (account, IP), per account across IPs and per IP across accounts, within a window that
+    # restarts after it has passed. At a threshold the key is locked, first for the base time,
+    # doubling with each further failure up to the cap; locks always expire.
+    login_lockout_enabled: bool = True
+    login_max_failures: int = Field(default=5, ge=1)  # one account from one IP
+    login_account_max_failures: int = Field(default=50, ge=1)  # one account, all IPs
+    login_ip_max_failures: int = Field(default=100, ge=1)  # one IP, all accounts
+    login_failure_window_seconds: int = Field(default=3600, ge=1)
+    login_lockout_base_seconds: int = Field(default=30, ge=1)
+    login_lockout_max_seconds: int = Field(default=900, ge=1)  # (account, IP) and IP locks
+    login_account_lockout_max_seconds: int = Field(default=300, ge=1)  # account-wide locks
+    # An IP the account signed in from within this many days ignores account-wide locks.
+    login_trusted_ip_days: int = Field(default=30, ge=0)
+    # Admins must sign in with a one-time code to use any permission (and may not turn MFA off).
+    require_admin_mfa: bool = False
 
     # File storage: with an S3 bucket, generated files (PDFs) go there and are handed out by
     # presigned URLs; without one, to var/files, served by the API. The endpoint URL points
@@ -77,7 +118,31 @@ class Settings(BaseSettings):
     sales_close_minutes: int = Field(default=0, ge=0)
     doors_open_minutes: int = Field(default=45, ge=0)
     ticket_signing_seed: SecretStr | None = Field(default=None, min_length=43, max_length=44)
-    rate_limit_enabled: bool = True
+    rate_limit_enabled: bool = True  # false: every rate limit below is off
+    # Rate limits (boxoffice.core.ratelimit): "<count>/<second|minute|hour|day>", "" for none.
+    # Each counts per signed-in caller (or per submitted email) and, higher, per client IP
+    # (many customers may share one address). Guessing is stopped by the failed sign-in locks
+    # (accounts.lockout), so these only cap floods: a school's NAT or a test suite signing up
+    # and in from one address must not be refused. The default covers every /api request but the
+    # payment webhooks; staff (cashier, operator, admin) are exempt from it and from holds.
+    rate_limit_default: RateLimitValue = "300/minute"
+    rate_limit_default_per_ip: RateLimitValue = "1200/minute"
+    rate_limit_login_per_email: RateLimitValue = "30/minute"
+    rate_limit_login_per_ip: RateLimitValue = "60/minute"
+    rate_limit_register_per_ip: RateLimitValue = "120/hour"
+    rate_limit_password_per_email: RateLimitValue = "5/hour"  # forgot
+    rate_limit_password_per_ip: RateLimitValue = "60/hour"  # forgot and reset together
+    rate_limit_email_verification: RateLimitValue = "10/hour"  # verify and resend
+    rate_limit_email_verification_per_ip: RateLimitValue = "120/hour"
+    rate_limit_mfa: RateLimitValue = "10/minute"  # setup, enable, disable
+    rate_limit_mfa_per_ip: RateLimitValue = "30/minute"
+    rate_limit_promo_check: RateLimitValue = "10/minute"
+    rate_limit_promo_check_per_ip: RateLimitValue = "60/minute"
+    rate_limit_holds: RateLimitValue = "60/minute"  # lock-seats and lock-best
+    rate_limit_holds_per_ip: RateLimitValue = "600/minute"
+    # Reverse proxies (IPs or CIDRs, comma-separated or a JSON list) whose X-Forwarded-For
+    # names the client; a request from any other peer is that peer's.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     # Customers may refund until this long before the start; staff at any time.
     refund_cutoff_minutes: int = Field(default=60, ge=0)
     # Inside this many hours before the start, a customer's refund pays this fee (percent).
@@ -152,6 +217,37 @@ class Settings(BaseSettings):
     # settlements due every interval (one process; 0: off).
     require_film_contracts: bool = False
     settlement_interval_seconds: int = Field(default=3600, ge=0)
+
+    # Privacy (`boxoffice.privacy`): customer accounts whose email was never verified are
+    # purged this many days after sign-up (deleted, or anonymised when bookings must be kept),
+    # checked every interval (one process; 0: off).
+    unverified_account_retention_days: int = Field(default=30, ge=1)
+    retention_interval_seconds: int = Field(default=3600, ge=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(entry, strict=False)) for entry in value]
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

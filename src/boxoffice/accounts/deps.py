@@ -1,11 +1,13 @@
 """Authentication and authorisation dependencies for every router.
 
 `CurrentUser` requires a valid access token; `OptionalUser` accepts anonymous callers;
-`require(Permission.X)` checks the caller's role against the role_permissions table.
+`require(Permission.X)` checks the caller's role against the role_permissions table (and,
+with BOXOFFICE_REQUIRE_ADMIN_MFA, that an admin's token was signed in with a one-time code).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -16,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import RolePermission, User
 from boxoffice.accounts.permissions import Permission
-from boxoffice.accounts.service import active_user, invalid_token
+from boxoffice.accounts.service import (
+    active_user,
+    check_admin_mfa,
+    invalid_token,
+    token_is_current,
+)
 from boxoffice.core.db import SessionDep
 from boxoffice.core.errors import Forbidden, NotAuthenticated
 from boxoffice.core.security import AccessClaims, VerifiedTokens
@@ -29,6 +36,7 @@ def _claims(request: Request, credentials: HTTPAuthorizationCredentials) -> Acce
     claims = tokens.claims(credentials.credentials)
     if claims is None:
         raise invalid_token()
+    request.state.access_claims = claims  # for permission checks of this request
     return claims
 
 
@@ -39,7 +47,13 @@ async def _optional_user(
 ) -> User | None:
     if credentials is None:
         return None
-    return await active_user(session, _claims(request, credentials).user_id)
+    claims = _claims(request, credentials)
+    user = await active_user(session, claims.user_id)
+    # Free here (the account is loaded anyway): tokens from before a password change or a
+    # "sign out everywhere" are refused. Claims-only routes (TokenClaims) skip this.
+    if not token_is_current(user, claims):
+        raise invalid_token()
+    return user
 
 
 async def _access_claims(
@@ -85,6 +99,7 @@ def require(*needed: Permission) -> Callable[..., Awaitable[User]]:
         missing = [p.value for p in needed if p.value not in granted]
         if missing:
             raise Forbidden(f"Your role may not do this (needs {', '.join(missing)}).")
+        check_admin_mfa(user, _request_claims(request), request.app.state.settings)
         return user
 
     return dependency
@@ -95,4 +110,23 @@ async def has_permission(
 ) -> bool:
     if user is None:
         return False
+    try:
+        check_admin_mfa(user, _request_claims(request), request.app.state.settings)
+    except Forbidden:
+        return False
     return permission.value in await permissions_of(request, session, user.role)
+
+
+def _request_claims(request: Request) -> AccessClaims | None:
+    claims: AccessClaims | None = getattr(request.state, "access_claims", None)
+    return claims
+
+
+async def _session_id(
+    claims: Annotated[AccessClaims, Depends(_access_claims)],
+) -> uuid.UUID | None:
+    return claims.session_id
+
+
+# The caller's session (refresh-token family) when the access token names one.
+CurrentSessionId = Annotated[uuid.UUID | None, Depends(_session_id)]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from boxoffice.core.errors import Conflict, NotAuthenticated, Unprocessable
+from boxoffice.core.errors import (
+    BoxofficeError,
+    Conflict,
+    Forbidden,
+    NotAuthenticated,
+    Unprocessable,
+)
 
 
 class EmailTaken(Conflict):
@@ -49,3 +55,25 @@ class InvalidAccountToken(Unprocessable):
 class UnknownRole(Unprocessable):
     code = "unknown_role"
     title = "Unknown role"
+
+
+class LoginFailed(InvalidCredentials):
+    """A wrong password (or one-time code) that was counted: the count must be kept although
+    the request fails. Answers exactly like `InvalidCredentials`."""
+
+    commit = True
+
+
+class OtpFailed(InvalidOtp):
+    commit = True
+
+
+class LoginLocked(BoxofficeError):
+    status = 429
+    code = "login_locked"
+    title = "Too many failed sign-ins"
+
+
+class MfaRequired(Forbidden):
+    code = "mfa_required"
+    title = "Two-factor sign-in required"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from boxoffice.core.clock import utcnow
@@ -43,6 +43,12 @@ class User(IdMixin, TimestampMixin, Base):
     # The last TOTP time step accepted: a code is never accepted twice.
     mfa_last_step: Mapped[int | None]
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Set when the personal data was erased (on request or by retention): the row stays,
+    # anonymised, for the bookings and payments accounting keeps.
+    erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # "Sign out everywhere": access tokens issued before this (or the password change) are
+    # refused by every route that loads the account.
+    sessions_revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class RefreshToken(IdMixin, Base):
@@ -62,6 +68,32 @@ class RefreshToken(IdMixin, Base):
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     user_agent: Mapped[str | None] = mapped_column(String(300))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    # The session was signed in with a one-time code; rotation keeps it.
+    mfa: Mapped[bool] = mapped_column(default=False)
+
+
+class LoginFailure(IdMixin, Base):
+    """Failed sign-ins of one key within a window: an (account, IP) pair, an account across
+    IPs, or an IP across accounts. The account is the SHA-256 of the normalised email, so
+    unknown addresses are counted exactly like known ones and are not stored in clear.
+    """
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        UniqueConstraint("scope", "account_key", "ip"),
+        Index("ix_login_failures_account_key", "account_key"),
+    )
+
+    scope: Mapped[str] = mapped_column(String(8))  # pair | account | ip
+    account_key: Mapped[str] = mapped_column(String(64))  # "" for an IP row
+    ip: Mapped[str] = mapped_column(String(64))  # "" for an account row
+    failures: Mapped[int] = mapped_column(default=0)
+    locks: Mapped[int] = mapped_column(default=0)  # locks in this window: the doubling
+    window_started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Pair rows: the last successful sign-in from this IP (a trusted IP for the account).
+    succeeded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class AccountToken(IdMixin, Base):

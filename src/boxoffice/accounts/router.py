@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts import service
-from boxoffice.accounts.deps import CurrentUser, require
+from boxoffice.accounts.deps import CurrentSessionId, CurrentUser, require
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.accounts.schemas import (
@@ -24,13 +24,18 @@ from boxoffice.accounts.schemas import (
     RefreshIn,
     RegisterIn,
     ResetPasswordIn,
+    RevokeAllIn,
+    RevokedOut,
     RolePatch,
+    SessionList,
+    SessionOut,
     TokenIn,
     TokensOut,
     UserOut,
     UserPage,
 )
 from boxoffice.core.db import SessionDep
+from boxoffice.core.ratelimit import client_ip, limited
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams, reject_empty_patch
 from boxoffice.loyalty import service as loyalty
@@ -64,7 +69,12 @@ def _tokens_out(tokens: service.TokenPair) -> TokensOut:
     )
 
 
-@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=AuthOut)
+@router.post(
+    "/auth/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AuthOut,
+    dependencies=[Depends(limited("register"))],
+)
 async def register(body: RegisterIn, request: Request, session: SessionDep) -> AuthOut:
     user, tokens = await service.register(
         session,
@@ -74,11 +84,16 @@ async def register(body: RegisterIn, request: Request, session: SessionDep) -> A
         full_name=body.full_name,
         phone=body.phone,
         user_agent=request.headers.get("user-agent"),
+        ip=client_ip(request),
     )
     return _auth_out(user, tokens)
 
 
-@router.post("/auth/login", response_model=AuthOut)
+@router.post(
+    "/auth/login",
+    response_model=AuthOut,
+    dependencies=[Depends(limited("login", key="email"))],
+)
 async def login(body: LoginIn, request: Request, session: SessionDep) -> AuthOut:
     user, tokens = await service.login(
         session,
@@ -87,6 +102,7 @@ async def login(body: LoginIn, request: Request, session: SessionDep) -> AuthOut
         password=body.password,
         otp=body.otp,
         user_agent=request.headers.get("user-agent"),
+        ip=client_ip(request),
     )
     return _auth_out(user, tokens)
 
@@ -94,7 +110,11 @@ async def login(body: LoginIn, request: Request, session: SessionDep) -> AuthOut
 @router.post("/auth/refresh", response_model=TokensOut)
 async def refresh(body: RefreshIn, request: Request, session: SessionDep) -> TokensOut:
     tokens = await service.refresh_tokens(
-        session, _ctx(request), body.refresh_token, request.headers.get("user-agent")
+        session,
+        _ctx(request),
+        body.refresh_token,
+        request.headers.get("user-agent"),
+        client_ip(request),
     )
     return _tokens_out(tokens)
 
@@ -105,7 +125,11 @@ async def logout(body: RefreshIn, session: SessionDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/password/forgot", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/auth/password/forgot",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(limited("password", key="email"))],
+)
 async def forgot_password(
     body: ForgotPasswordIn, request: Request, session: SessionDep
 ) -> dict[str, str]:
@@ -113,19 +137,31 @@ async def forgot_password(
     return {"status": "accepted"}
 
 
-@router.post("/auth/password/reset", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/auth/password/reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(limited("password", key="email"))],
+)
 async def reset_password(body: ResetPasswordIn, session: SessionDep) -> Response:
     await service.reset_password(session, body.token, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/verify-email", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/auth/verify-email",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(limited("email-verification"))],
+)
 async def verify_email(body: TokenIn, session: SessionDep) -> Response:
     await service.verify_email(session, body.token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/auth/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(limited("email-verification"))],
+)
 async def resend_verification(
     user: CurrentUser, request: Request, session: SessionDep
 ) -> dict[str, str]:
@@ -133,21 +169,25 @@ async def resend_verification(
     return {"status": "accepted"}
 
 
-@router.post("/auth/mfa/setup", response_model=MfaSetupOut)
+@router.post("/auth/mfa/setup", response_model=MfaSetupOut, dependencies=[Depends(limited("mfa"))])
 async def mfa_setup(user: CurrentUser) -> MfaSetupOut:
     setup = await service.mfa_setup(user)
     return MfaSetupOut(secret=setup.secret, otpauth_uri=setup.otpauth_uri)
 
 
-@router.post("/auth/mfa/enable", response_model=UserOut)
+@router.post("/auth/mfa/enable", response_model=UserOut, dependencies=[Depends(limited("mfa"))])
 async def mfa_enable(body: OtpIn, user: CurrentUser, session: SessionDep) -> UserOut:
     await service.mfa_enable(session, user, body.otp)
     return UserOut.of(user)
 
 
-@router.post("/auth/mfa/disable", response_model=UserOut)
-async def mfa_disable(body: OtpIn, user: CurrentUser, session: SessionDep) -> UserOut:
-    await service.mfa_disable(session, user, body.otp)
+@router.post("/auth/mfa/disable", response_model=UserOut, dependencies=[Depends(limited("mfa"))])
+async def mfa_disable(
+    body: OtpIn, user: CurrentUser, request: Request, session: SessionDep
+) -> UserOut:
+    await service.mfa_disable(
+        session, user, body.otp, require_admin_mfa=request.app.state.settings.require_admin_mfa
+    )
     return UserOut.of(user)
 
 
@@ -187,10 +227,45 @@ async def update_me(body: ProfilePatch, user: CurrentUser, session: SessionDep) 
 
 @router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_password(
-    body: ChangePasswordIn, user: CurrentUser, session: SessionDep
+    body: ChangePasswordIn, user: CurrentUser, request: Request, session: SessionDep
 ) -> Response:
-    await service.change_password(session, user, body.current_password, body.new_password)
+    """Every session, this one included, is signed out: sign in again with the new password."""
+    await service.change_password(
+        session,
+        _ctx(request),
+        user,
+        body.current_password,
+        body.new_password,
+        ip=client_ip(request),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me/sessions", response_model=SessionList)
+async def list_sessions(
+    user: CurrentUser, current: CurrentSessionId, session: SessionDep
+) -> SessionList:
+    sessions = await service.list_sessions(session, user.id)
+    return SessionList(sessions=[SessionOut.of(s, current=current) for s in sessions])
+
+
+@router.delete("/me/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_session(session_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    await service.revoke_session(session, user, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/me/sessions/revoke-all", response_model=RevokedOut)
+async def revoke_all_sessions(
+    user: CurrentUser,
+    current: CurrentSessionId,
+    session: SessionDep,
+    body: RevokeAllIn | None = None,
+) -> RevokedOut:
+    count = await service.revoke_other_sessions(
+        session, user, current=current, keep_current=bool(body and body.keep_current)
+    )
+    return RevokedOut(revoked=count)
 
 
 @admin_router.get("/users", response_model=UserPage)

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import EmailStr, Field, StringConstraints
 
 from boxoffice.accounts.models import User
+from boxoffice.accounts.service import SessionInfo
 from boxoffice.core.schema import CamelModel, InputModel, Pagination
 from boxoffice.notifications.schemas import (
     Locale,
@@ -129,3 +130,39 @@ class MfaSetupOut(CamelModel):
 class UserPage(CamelModel):
     users: list[UserOut]
     pagination: Pagination
+
+
+class SessionOut(CamelModel):
+    """A signed-in session (a chain of refresh tokens from one sign-in)."""
+
+    id: uuid.UUID
+    created_at: dt.datetime
+    last_used_at: dt.datetime  # the last sign-in or refresh
+    user_agent: str | None
+    ip: str | None
+    mfa: bool  # signed in with a one-time code
+    current: bool  # the session of the access token making the request
+
+    @classmethod
+    def of(cls, info: SessionInfo, *, current: uuid.UUID | None) -> SessionOut:
+        return cls(
+            id=info.id,
+            created_at=info.created_at,
+            last_used_at=info.last_used_at,
+            user_agent=info.user_agent,
+            ip=info.ip,
+            mfa=info.mfa,
+            current=info.id == current,
+        )
+
+
+class SessionList(CamelModel):
+    sessions: list[SessionOut]
+
+
+class RevokeAllIn(InputModel):
+    keep_current: bool = False
+
+
+class RevokedOut(CamelModel):
+    revoked: int  # sessions signed out

@@ -12,12 +12,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from boxoffice.accounts import lockout
 from boxoffice.accounts.exceptions import (
     EmailTaken,
     InvalidAccountToken,
-    InvalidCredentials,
     InvalidOtp,
     InvalidRefreshToken,
+    LoginFailed,
+    MfaRequired,
+    OtpFailed,
     OtpRequired,
     RefreshTokenReused,
     UnknownRole,
@@ -33,6 +36,7 @@ from boxoffice.core.clock import utcnow
 from boxoffice.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound
 from boxoffice.core.mail import Mailer
 from boxoffice.core.security import (
+    AccessClaims,
     create_access_token,
     hash_password,
     hash_token,
@@ -122,12 +126,13 @@ async def register(
     full_name: str,
     phone: str | None,
     user_agent: str | None = None,
+    ip: str | None = None,
 ) -> tuple[User, TokenPair]:
     user = await create_user(
         session, email=email, password=password, full_name=full_name, phone=phone
     )
     await send_verification_email(session, ctx, user)
-    return user, await issue_tokens(session, ctx, user, user_agent=user_agent)
+    return user, await issue_tokens(session, ctx, user, user_agent=user_agent, ip=ip)
 
 
 async def issue_tokens(
@@ -137,21 +142,30 @@ async def issue_tokens(
     *,
     family_id: uuid.UUID | None = None,
     user_agent: str | None = None,
+    ip: str | None = None,
+    mfa: bool = False,
 ) -> TokenPair:
+    """A refresh token of the session `family_id` (a new session without one) and an access
+    token naming that session (`sid`) and whether it was signed in with a one-time code."""
     refresh = new_token()
+    family_id = family_id or uuid.uuid4()
     session.add(
         RefreshToken(
             user_id=user.id,
-            family_id=family_id or uuid.uuid4(),
+            family_id=family_id,
             token_hash=hash_token(refresh),
             expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.refresh_token_ttl),
             user_agent=(user_agent or "")[:300] or None,
+            ip=(ip or "")[:64] or None,
+            mfa=mfa,
         )
     )
     await session.flush()
     ttl = ctx.settings.access_token_ttl
     return TokenPair(
-        access_token=create_access_token(ctx.signing_key, user.id, user.role, ttl),
+        access_token=create_access_token(
+            ctx.signing_key, user.id, user.role, ttl, session_id=family_id, mfa=mfa
+        ),
         refresh_token=refresh,
         expires_in=ttl,
     )
@@ -165,25 +179,45 @@ async def login(
     password: str,
     otp: str | None,
     user_agent: str | None = None,
+    ip: str = "unknown",
 ) -> tuple[User, TokenPair]:
-    user = await session.scalar(select(User).where(User.email == normalize_email(email)))
+    """Sign in. Failed attempts are counted per (account, IP), account and IP (see
+    `lockout`); while a lock lasts the answer is 429 `login_locked`, right password or not.
+    Unknown addresses go through the same steps, at the same cost."""
+    email = normalize_email(email)
+    subject = lockout.LoginSubject.of(email, ip)
+    await lockout.check(session, ctx.settings, subject)
+    user = await session.scalar(select(User).where(User.email == email))
     if user is None:
         await verify_dummy_password(password)  # same time as a wrong password
-        raise InvalidCredentials("Invalid email or password.")
+        await lockout.record_failure(session, ctx.settings, subject, user_id=None)
+        raise LoginFailed("Invalid email or password.")
     matches, rehashed = await verify_password(password, user.password_hash)
     if not matches or not user.is_active:
-        raise InvalidCredentials("Invalid email or password.")
+        await lockout.record_failure(session, ctx.settings, subject, user_id=user.id)
+        raise LoginFailed("Invalid email or password.")
     if rehashed:
         user.password_hash = rehashed
     if user.mfa_enabled:
         if not otp:
             raise OtpRequired("This account uses two-factor sign-in: send `otp`.")
-        await consume_totp(session, user, otp)
-    return user, await issue_tokens(session, ctx, user, user_agent=user_agent)
+        try:
+            await consume_totp(session, user, otp)
+        except InvalidOtp as exc:  # guessing codes counts like guessing passwords
+            await lockout.record_failure(session, ctx.settings, subject, user_id=user.id)
+            raise OtpFailed(exc.detail) from exc
+    await lockout.record_success(session, ctx.settings, subject)
+    return user, await issue_tokens(
+        session, ctx, user, user_agent=user_agent, ip=ip, mfa=user.mfa_enabled
+    )
 
 
 async def refresh_tokens(
-    session: AsyncSession, ctx: AuthContext, refresh_token: str, user_agent: str | None = None
+    session: AsyncSession,
+    ctx: AuthContext,
+    refresh_token: str,
+    user_agent: str | None = None,
+    ip: str | None = None,
 ) -> TokenPair:
     """Rotate: spend the presented token and hand out a new one of the same family.
 
@@ -212,6 +246,8 @@ async def refresh_tokens(
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         # A locking read sees a concurrent winner's committed spend (a plain one may not).
         await session.refresh(row, with_for_update=True)
+        if row.used_at is None and row.revoked_at is not None:
+            raise InvalidRefreshToken("This session was signed out; sign in again.")
         if row.used_at is not None or row.revoked_at is not None:
             await revoke_family(session, row.family_id)
             raise RefreshTokenReused(
@@ -222,7 +258,15 @@ async def refresh_tokens(
     user = await session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise InvalidRefreshToken("The account is not active.")
-    return await issue_tokens(session, ctx, user, family_id=row.family_id, user_agent=user_agent)
+    return await issue_tokens(
+        session,
+        ctx,
+        user,
+        family_id=row.family_id,
+        user_agent=user_agent,
+        ip=ip,
+        mfa=row.mfa and user.mfa_enabled,
+    )
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
@@ -234,13 +278,123 @@ async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
     )
 
 
-async def revoke_all_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
+async def revoke_all_sessions(
+    session: AsyncSession, user_id: uuid.UUID, *, keep: uuid.UUID | None = None
+) -> int:
+    """Revoke the user's refresh tokens (but those of the session `keep`): the number of
+    sessions that were still live."""
+    live = await _live_tokens(session, user_id)
+    query = update(RefreshToken).where(
+        RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
     )
+    if keep is not None:
+        query = query.where(RefreshToken.family_id != keep)
+    await session.execute(
+        query.values(revoked_at=utcnow()).execution_options(synchronize_session=False)
+    )
+    return sum(1 for row in live if row.family_id != keep)
+
+
+# --- sessions (refresh-token families) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: uuid.UUID  # the family id
+    created_at: dt.datetime  # the sign-in
+    last_used_at: dt.datetime  # the last sign-in or refresh
+    user_agent: str | None
+    ip: str | None
+    mfa: bool
+
+
+async def _live_tokens(session: AsyncSession, user_id: uuid.UUID) -> list[RefreshToken]:
+    """The unspent, unrevoked, unexpired tokens: one per live session, its newest."""
+    rows = await session.scalars(
+        select(RefreshToken).where(
+            RefreshToken.user_id == user_id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > utcnow(),
+        )
+    )
+    return list(rows)
+
+
+async def list_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[SessionInfo]:
+    """The user's live sessions, most recently used first."""
+    live = await _live_tokens(session, user_id)
+    if not live:
+        return []
+    rows = await session.execute(
+        select(RefreshToken.family_id, func.min(RefreshToken.created_at))
+        .where(
+            RefreshToken.user_id == user_id,
+            RefreshToken.family_id.in_([row.family_id for row in live]),
+        )
+        .group_by(RefreshToken.family_id)
+    )
+    started: dict[uuid.UUID, dt.datetime] = {row[0]: row[1] for row in rows}
+    sessions = [
+        SessionInfo(
+            id=row.family_id,
+            created_at=started.get(row.family_id) or row.created_at,
+            last_used_at=row.created_at,
+            user_agent=row.user_agent,
+            ip=row.ip,
+            mfa=row.mfa,
+        )
+        for row in live
+    ]
+    return sorted(sessions, key=lambda s: s.last_used_at, reverse=True)
+
+
+async def revoke_session(session: AsyncSession, user: User, session_id: uuid.UUID) -> None:
+    """Sign one of the user's sessions out (404 unless it is theirs and live). Its access
+    tokens run out within `access_token_ttl`; it can no longer refresh."""
+    if not any(row.family_id == session_id for row in await _live_tokens(session, user.id)):
+        raise NotFound("No such session.", code="session_not_found")
+    await revoke_family(session, session_id)
+    _audit_self(session, user, "auth.session_revoked", {"sessionId": str(session_id)})
+
+
+async def revoke_other_sessions(
+    session: AsyncSession, user: User, *, current: uuid.UUID | None, keep_current: bool
+) -> int:
+    """Sign out everywhere. Without `keep_current`, every access token issued so far is
+    refused too (the caller signs in again); with it, the caller's session stays."""
+    keep = current if keep_current else None
+    count = await revoke_all_sessions(session, user.id, keep=keep)
+    if keep is None:
+        user.sessions_revoked_at = utcnow()
+    _audit_self(
+        session, user, "auth.sessions_revoked", {"count": count, "keepCurrent": keep is not None}
+    )
+    return count
+
+
+def _audit_self(
+    session: AsyncSession, user: User, action: str, data: Mapping[str, object] | None = None
+) -> None:
+    """An account's own security action (the user is the actor and the entity)."""
+    audit.record(
+        session,
+        action,
+        entity_type="user",
+        entity_id=user.id,
+        actor_kind=ActorKind.CUSTOMER,
+        actor_id=user.id,
+        data=data,
+    )
+
+
+def token_is_current(user: User, claims: AccessClaims) -> bool:
+    """False for an access token issued before the password changed or the user signed out
+    everywhere (tokens without an issue time are let through: they cannot be placed)."""
+    if claims.issued_at is None:
+        return True
+    cutoffs = [t for t in (user.password_changed_at, user.sessions_revoked_at) if t is not None]
+    return not cutoffs or claims.issued_at >= max(cutoffs)
 
 
 async def logout(session: AsyncSession, refresh_token: str) -> None:
@@ -353,6 +507,8 @@ async def request_password_reset(session: AsyncSession, ctx: AuthContext, email:
 
 
 async def reset_password(session: AsyncSession, token: str, new_password: str) -> None:
+    """Set a new password from a mailed token: every session is signed out, every access
+    token issued before is refused, and the account's login locks are cleared."""
     pending = await _peek_account_token(session, token, RESET_PASSWORD)
     user = await get_user(session, pending.user_id)
     check_password(new_password, user.email)  # a refused password does not spend the token
@@ -360,18 +516,35 @@ async def reset_password(session: AsyncSession, token: str, new_password: str) -
     await _set_password(user, new_password)
     if user.email_verified_at is None and row.email == user.email:
         user.email_verified_at = utcnow()  # the mailbox owner proved it
-    await revoke_all_sessions(session, user.id)
+    count = await revoke_all_sessions(session, user.id)
+    await lockout.clear_account(session, user.email)
+    _audit_self(session, user, "user.password_reset", {"sessionsRevoked": count})
 
 
 async def change_password(
-    session: AsyncSession, user: User, current_password: str, new_password: str
+    session: AsyncSession,
+    ctx: AuthContext,
+    user: User,
+    current_password: str,
+    new_password: str,
+    *,
+    ip: str = "unknown",
 ) -> None:
+    """Change the password (204): every session, the caller's included, is signed out and
+    access tokens issued before are refused, so a thief holding any token is out at once.
+
+    A wrong current password counts as a failed sign-in (a stolen access token must not
+    become a password-guessing oracle) and a lock answers 429 `login_locked`."""
+    subject = lockout.LoginSubject.of(user.email, ip)
+    await lockout.check(session, ctx.settings, subject)
     matches, _ = await verify_password(current_password, user.password_hash)
     if not matches:
-        raise InvalidCredentials("The current password is wrong.")
+        await lockout.record_failure(session, ctx.settings, subject, user_id=user.id)
+        raise LoginFailed("The current password is wrong.")
     check_password(new_password, user.email)
     await _set_password(user, new_password)
-    await revoke_all_sessions(session, user.id)
+    count = await revoke_all_sessions(session, user.id)
+    _audit_self(session, user, "user.password_changed", {"sessionsRevoked": count})
 
 
 async def _set_password(user: User, password: str) -> None:
@@ -398,20 +571,40 @@ async def mfa_setup(user: User) -> MfaSetup:
 
 
 async def mfa_enable(session: AsyncSession, user: User, otp: str) -> None:
+    """Turn MFA on. The caller's tokens stay as they were signed in (without a code): with
+    BOXOFFICE_REQUIRE_ADMIN_MFA an admin signs in again with a code to use admin powers."""
     if user.mfa_enabled:
         raise Conflict("Two-factor sign-in is already on.", code="mfa_enabled")
     if not user.mfa_secret:
         raise Conflict("Call /api/auth/mfa/setup first.", code="mfa_not_set_up")
     await consume_totp(session, user, otp)
     user.mfa_enabled = True
+    _audit_self(session, user, "user.mfa_enabled")
 
 
-async def mfa_disable(session: AsyncSession, user: User, otp: str) -> None:
+async def mfa_disable(
+    session: AsyncSession, user: User, otp: str, *, require_admin_mfa: bool = False
+) -> None:
     if not user.mfa_enabled:
         raise Conflict("Two-factor sign-in is not on.", code="mfa_not_enabled")
+    if require_admin_mfa and user.role == Role.ADMIN:
+        raise MfaRequired("Admins must keep two-factor sign-in on.")
     await consume_totp(session, user, otp)
     user.mfa_enabled = False
     user.mfa_secret = None
+    _audit_self(session, user, "user.mfa_disabled")
+
+
+def check_admin_mfa(user: User, claims: AccessClaims | None, settings: Settings) -> None:
+    """With BOXOFFICE_REQUIRE_ADMIN_MFA, an admin uses permissions only through a session
+    signed in with a one-time code (the token's `mfa` claim: no database read)."""
+    if not settings.require_admin_mfa or user.role != Role.ADMIN:
+        return
+    if claims is None or not claims.mfa or not user.mfa_enabled:
+        raise MfaRequired(
+            "Admins must sign in with two-factor authentication: turn it on "
+            "(/api/auth/mfa/setup, /api/auth/mfa/enable), then sign in again with a code."
+        )
 
 
 async def consume_totp(session: AsyncSession, user: User, otp: str) -> None:

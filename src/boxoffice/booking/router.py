@@ -33,11 +33,15 @@ from boxoffice.booking.schemas import (
 )
 from boxoffice.core import idempotency
 from boxoffice.core.db import SessionDep
+from boxoffice.core.ratelimit import limited
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams
 from boxoffice.payments.service import PaymentContext
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["booking"])
+# Holding seats over and over keeps them from other customers: per customer and per address.
+# The till (staff) holds for many people and is exempt.
+_holds_rate_limit = Depends(limited("holds", staff_exempt=True))
 
 
 async def _customer_who_may_book(request: Request, user: CurrentUser) -> User:
@@ -67,6 +71,7 @@ def booking_out(view: service.BookingView) -> BookingOut:
     status_code=status.HTTP_201_CREATED,
     response_model=HoldOut,
     summary="Hold seats, all or nothing",
+    dependencies=[_holds_rate_limit],
     responses={409: {"description": "seats_unavailable or showtime_closed"}},
 )
 async def lock_seats(
@@ -85,6 +90,7 @@ async def lock_seats(
     status_code=status.HTTP_201_CREATED,
     response_model=HoldOut,
     summary="Hold the best available adjacent seats",
+    dependencies=[_holds_rate_limit],
 )
 async def lock_best(
     body: LockBestIn, request: Request, user: Booker, session: SessionDep

@@ -72,18 +72,34 @@ class AccessClaims:
     user_id: uuid.UUID
     role: str
     expires_at: dt.datetime
+    issued_at: dt.datetime | None = None
+    session_id: uuid.UUID | None = None  # the refresh-token family the token was issued for
+    mfa: bool = False  # the session was signed in with a one-time code
 
 
-def create_access_token(secret: str, user_id: uuid.UUID, role: str, ttl_seconds: int) -> str:
+def create_access_token(
+    secret: str,
+    user_id: uuid.UUID,
+    role: str,
+    ttl_seconds: int,
+    *,
+    session_id: uuid.UUID | None = None,
+    mfa: bool = False,
+) -> str:
     now = utcnow()
     payload: dict[str, Any] = {
         "sub": str(user_id),
         "role": role,
         "aud": ACCESS_AUDIENCE,
-        "iat": now,
+        # With fractions: tokens issued before a password change in the same second are refused.
+        "iat": now.timestamp(),
         "exp": now + dt.timedelta(seconds=ttl_seconds),
         "jti": uuid.uuid4().hex,
     }
+    if session_id is not None:
+        payload["sid"] = str(session_id)
+    if mfa:
+        payload["mfa"] = True
     return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM)
 
 
@@ -100,6 +116,11 @@ def decode_access_token(secret: str, token: str) -> AccessClaims | None:
             user_id=uuid.UUID(payload["sub"]),
             role=str(payload.get("role", "")),
             expires_at=dt.datetime.fromtimestamp(payload["exp"], dt.UTC),
+            issued_at=(
+                dt.datetime.fromtimestamp(payload["iat"], dt.UTC) if "iat" in payload else None
+            ),
+            session_id=uuid.UUID(payload["sid"]) if "sid" in payload else None,
+            mfa=payload.get("mfa") is True,
         )
     except (jwt.PyJWTError, ValueError, KeyError, TypeError):
         return None

@@ -11,7 +11,7 @@ from boxoffice.accounts.deps import CurrentUser, require
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
-from boxoffice.core.ratelimit import rate_limit
+from boxoffice.core.ratelimit import limited
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import PageParams
 from boxoffice.promotions import service
@@ -30,9 +30,9 @@ admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["
 
 Manager = Annotated[User, Depends(require(Permission.PROMOTIONS_MANAGE))]
 Page = Annotated[PageParams, Depends()]
-# Guessing codes: 10 lookups a minute per customer, 60 per client address (many customers
-# may share one).
-_check_limit = Depends(rate_limit("promo-check", "10/minute", per_ip="60/minute"))
+# Guessing codes: by default 10 lookups a minute per customer, 60 per client address (many
+# customers may share one); BOXOFFICE_RATE_LIMIT_PROMO_CHECK(_PER_IP).
+_check_limit = Depends(limited("promo-check"))
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     422: {"description": "promo_invalid with `reason`, or validation_error"},

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -117,11 +118,22 @@ _NUMBER_FORMATS: dict[ColumnKind, str] = {
 }
 
 
+# Control characters XML 1.0 cannot hold: openpyxl refuses a cell with one (a name typed with
+# a stray control character would make the whole report fail), so they are dropped.
+_XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _xlsx_text(value: str) -> str:
+    return _XLSX_ILLEGAL.sub("", value)
+
+
 def _cell_value(value: Any, kind: ColumnKind) -> Any:
     if value is None:
         return None
     if kind in ("money", "percent"):
         return float(value) if kind == "percent" else Decimal(value)
+    if isinstance(value, str):
+        return _xlsx_text(value)
     return value
 
 
@@ -133,9 +145,9 @@ def render_xlsx(table: ReportTable) -> bytes:
     book = Workbook()
     sheet = book.active
     sheet.title = table.kind.capitalize()
-    sheet.append([table.title])
+    sheet.append([_xlsx_text(table.title)])
     sheet["A1"].font = Font(bold=True, size=14)
-    sheet.append([table.subtitle])
+    sheet.append([_xlsx_text(table.subtitle)])
     sheet.append([])
     header_row = 4
     sheet.append([column.title for column in table.columns])

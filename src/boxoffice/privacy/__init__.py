@@ -1,0 +1,1 @@
+"""Privacy: the customer's data export (GDPR access), erasure, and the retention purge."""

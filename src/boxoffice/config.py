@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     hold_ttl: int = Field(default=600, gt=0)
     booking_ttl: int = Field(default=900, gt=0)
     max_seats_per_hold: int = Field(default=10, ge=1, le=100)
+    # Live held seats per customer over all showtimes (anti-hoarding); 0: no cap. Staff exempt.
+    max_held_seats_per_customer: int = Field(default=20, ge=0)
     sales_close_minutes: int = Field(default=0, ge=0)
     doors_open_minutes: int = Field(default=45, ge=0)
     ticket_signing_seed: SecretStr | None = Field(default=None, min_length=43, max_length=44)

@@ -15,6 +15,11 @@ class TooManySeats(Unprocessable):
     title = "Too many seats in one hold"
 
 
+class HoldLimit(Conflict):
+    code = "hold_limit"
+    title = "Too many seats held at once"
+
+
 class HoldNotFound(NotFound):
     code = "hold_not_found"
     title = "No such hold"

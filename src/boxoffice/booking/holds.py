@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from boxoffice.accounts.models import User
 from boxoffice.accounts.service import (
     active_user,
     check_may_book,
@@ -27,13 +28,14 @@ from boxoffice.booking.exceptions import (
     ExtensionLimit,
     HoldAlreadyBooked,
     HoldExpired,
+    HoldLimit,
     HoldNotFound,
     NoSeatsAvailable,
     ShowtimeClosed,
     TooManySeats,
 )
 from boxoffice.booking.models import Hold, HoldStatus
-from boxoffice.booking.verdicts import HoldRequest
+from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import sqlite_write_connection
@@ -96,20 +98,52 @@ async def lock_seat_rows(
     )
 
 
-async def _live_holds(
-    session: AsyncSession, user_id: uuid.UUID, showtime_id: uuid.UUID
-) -> list[uuid.UUID]:
-    return list(
-        (
-            await session.scalars(
-                select(Hold.id).where(
-                    Hold.user_id == user_id,
-                    Hold.showtime_id == showtime_id,
-                    Hold.status == HoldStatus.ACTIVE,
-                )
-            )
-        ).all()
+def _cap_of(settings: Settings, user: User) -> int:
+    """The customer's cap on live held seats over all showtimes; 0 for none (staff, or
+    BOXOFFICE_MAX_HELD_SEATS_PER_CUSTOMER=0)."""
+    return 0 if user.role in STAFF_ROLES else settings.max_held_seats_per_customer
+
+
+async def _take_turn(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Concurrent holds of one capped customer take turns: lock the customer's row before
+    counting their holds, so that the count (a later statement, a fresh snapshot under READ
+    COMMITTED) sees every hold made before. It is a no-op UPDATE, not a locking read, because
+    PostgreSQL's one-statement hold (`holds_postgres`) notices a concurrent hold by the new
+    row version it leaves. SQLite writers take turns already (one write turn)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return
+    await session.execute(
+        update(User).where(User.id == user_id).values(is_active=User.is_active),
+        execution_options={"synchronize_session": False},
     )
+
+
+async def _customer_holds(
+    session: AsyncSession, user_id: uuid.UUID, showtime_id: uuid.UUID, now: dt.datetime, cap: int
+) -> tuple[list[uuid.UUID], int]:
+    """The customer's live holds on this showtime (the new hold replaces them) and, with a
+    cap, the seats they hold live on the others; one statement."""
+    query = select(Hold.id, Hold.showtime_id, Hold.seat_labels).where(
+        Hold.user_id == user_id, Hold.status == HoldStatus.ACTIVE
+    )
+    here = Hold.showtime_id == showtime_id
+    rows = (
+        await session.execute(query.where(or_(here, Hold.expires_at > now) if cap else here))
+    ).all()
+    old = [row.id for row in rows if row.showtime_id == showtime_id]
+    held = sum(len(row.seat_labels) for row in rows if row.showtime_id != showtime_id)
+    return old, held
+
+
+def check_hold_limit(cap: int, held: int, count: int) -> None:
+    """Anti-hoarding: at most `cap` live held seats per customer over all showtimes."""
+    if cap and held + count > cap:
+        raise HoldLimit(
+            f"You may hold at most {cap} seats at a time over all showtimes; you hold {held} "
+            "on other showtimes. Book or release some first.",
+            limit=cap,
+            held=held,
+        )
 
 
 def _check_count(settings: Settings, count: int) -> None:
@@ -222,12 +256,24 @@ async def lock_seats(
     _check_count(settings, len(wanted))
     if session.get_bind().dialect.name == "postgresql" or sqlite_write_connection(session):
         return await _lock_seats_at_once(session, settings, user_id, showtime_id, wanted)
-    check_may_book(await active_user(session, user_id), settings)
+    # MariaDB here (PostgreSQL always holds in one statement). With a cap, the customer's row
+    # is read locked first, so their holds take turns and the count below (a later statement,
+    # READ COMMITTED) sees every hold made before (see `_take_turn`).
+    user = await session.scalar(
+        select(User).where(User.id == user_id).with_for_update()
+        if settings.max_held_seats_per_customer
+        else select(User).where(User.id == user_id)
+    )
+    if user is None or not user.is_active:
+        raise invalid_token()
+    check_may_book(user, settings)
     now = utcnow()
     showtime = await get_showtime(session, showtime_id)
     check_open_for_sale(showtime, settings, now)
     seats = await resolve_labels(session, showtime, wanted)
-    old = await _live_holds(session, user_id, showtime.id)
+    cap = _cap_of(settings, user)
+    old, held = await _customer_holds(session, user_id, showtime.id, now, cap)
+    check_hold_limit(cap, held, len(wanted))
     await lock_seat_rows(session, [showtime.id], seat_ids=seats.values(), hold_ids=old)
     await _release_user_holds(session, showtime.id, old)
     hold = _new_hold(settings, user_id, showtime.id, wanted)
@@ -258,13 +304,17 @@ async def _lock_seats_at_once(
         expires=hold.expires_at,
         closes_after=now + dt.timedelta(minutes=settings.sales_close_minutes),
         need_verified=settings.require_verified_email,
+        max_held=settings.max_held_seats_per_customer,
     )
     sqlite = sqlite_write_connection(session)
-    verdict = (
-        holds_sqlite.hold(sqlite, request)
-        if sqlite is not None
-        else await holds_postgres.hold(session, request)
-    )
+    if sqlite is not None:
+        verdict = holds_sqlite.hold(sqlite, request)
+    else:
+        verdict = await holds_postgres.hold(session, request)
+        if verdict.raced:  # rare: the same customer held elsewhere meanwhile
+            verdict = await holds_postgres.hold(session, request, locked=True)
+            if verdict.raced:
+                raise RuntimeError("the customer's row changed while it was locked")
     if verdict.done:
         return hold
     if not verdict.customer_known:
@@ -277,6 +327,8 @@ async def _lock_seats_at_once(
     unknown = [label for label in wanted if label not in verdict.known_labels]
     if unknown:
         raise UnknownSeats(f"No such seats in this hall: {', '.join(unknown)}.", seats=unknown)
+    if verdict.limited:
+        check_hold_limit(request.max_held, verdict.held_elsewhere, len(wanted))
     taken = [label for label in wanted if label in verdict.taken_labels] or wanted
     raise SeatsUnavailable(f"Not available any more: {', '.join(taken)}.", seats=taken)
 
@@ -329,17 +381,22 @@ async def _seat_views(
 async def lock_best(
     session: AsyncSession,
     settings: Settings,
-    user_id: uuid.UUID,
+    user: User,
     showtime_id: uuid.UUID,
     quantity: int,
     seat_class: str | None,
 ) -> Hold:
     """Hold the best adjacent block; on a conflict (someone was faster) try the next best."""
+    user_id = user.id
     now = utcnow()
     _check_count(settings, quantity)
     showtime = await get_showtime(session, showtime_id)
     check_open_for_sale(showtime, settings, now)
-    old = await _live_holds(session, user_id, showtime.id)
+    cap = _cap_of(settings, user)
+    if cap:
+        await _take_turn(session, user_id)
+    old, held = await _customer_holds(session, user_id, showtime.id, now, cap)
+    check_hold_limit(cap, held, quantity)
     # Seats the caller's old hold gives back count as free for the new choice.
     candidates = choose_seats(
         await _seat_views(session, showtime.id, now, yours=old),

@@ -13,6 +13,19 @@ How a hold stays exact under a rush:
   happen only when everything holds (`go`), so a refused hold changes nothing.
 * The answer row tells the caller which rule failed, in the order the generic path checks
   them.
+
+How the cap on a customer's held seats (BOXOFFICE_MAX_HELD_SEATS_PER_CUSTOMER) stays exact
+when one customer holds on several showtimes at once: the count of their live holds is read
+from the statement's snapshot, taken when it started; a hold committed while we waited for a
+lock is not in it, and a lock taken inside the statement cannot change that. So concurrent
+holds of one capped customer take turns on the customer's `users` row (`me`, locked before any
+seat), and every hold that is made also writes that row (`bumped` here, `holds._take_turn` on
+lock-best's path: a no-op UPDATE, i.e. a new row version). Whoever finds, once it has the
+lock, a newer version of the row than its snapshot shows (`raced`: the xmin differs) may have
+counted without a hold committed meanwhile: it changes nothing and says so, and
+`holds.lock_seats` runs it again in a transaction that took the lock first, so the statement's
+snapshot is fresh (BEGIN, lock, statement, COMMIT: only when one customer raced themselves).
+Uncontended, the cap costs no round trip.
 """
 
 from __future__ import annotations
@@ -22,16 +35,21 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from boxoffice.booking.verdicts import HoldRequest, HoldVerdict, ReleaseVerdict
+from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, ReleaseVerdict
 
 AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 # Parameters: $1 user_id, $2 showtime_id, $3 labels, $4 now, $5 need_verified,
-# $6 closes_after, $7 count, $8 hold_id, $9 labels_json, $10 expires.
+# $6 closes_after, $7 count, $8 hold_id, $9 labels_json, $10 expires, $11 max_held (0: no cap),
+# $12 staff roles (not capped).
 _HOLD_SQL = """
 WITH customer AS (
-    SELECT email_verified_at IS NOT NULL AS verified FROM users
+    SELECT email_verified_at IS NOT NULL AS verified, xmin AS version FROM users
     WHERE id = $1 AND is_active
+), me AS MATERIALIZED (
+    SELECT xmin AS version FROM users
+    WHERE id = $1 AND is_active AND $11 > 0 AND NOT role = ANY($12)
+    FOR NO KEY UPDATE
 ), show AS (
     SELECT screen_id, status, start_time FROM showtimes WHERE id = $2
 ), wanted AS (
@@ -47,6 +65,7 @@ WITH customer AS (
     FROM showtime_seats ss
     WHERE ss.showtime_id = $2
       AND (ss.seat_id IN (SELECT seat_id FROM wanted) OR ss.hold_id IN (SELECT id FROM old))
+      AND (SELECT count(*) FROM me) >= 0  -- the customer's lock first, then the seats
     ORDER BY ss.seat_id
     FOR UPDATE
 ), verdict AS MATERIALIZED (
@@ -63,12 +82,23 @@ WITH customer AS (
                 OR (l.status = 'held' AND l.booking_id IS NULL
                     AND l.hold_id IN (SELECT id FROM old))
             )
-        ) AS taken
+        ) AS taken,
+        EXISTS (SELECT 1 FROM me) AS limited,
+        (SELECT coalesce(sum(json_array_length(h.seat_labels)), 0) FROM holds h
+         WHERE h.user_id = $1 AND h.status = 'active' AND h.showtime_id <> $2
+           AND h.expires_at > $4 AND EXISTS (SELECT 1 FROM me)) AS held,
+        EXISTS (
+            SELECT 1 FROM me, customer WHERE NOT me.version = customer.version
+        ) AS raced
 ), go AS (
     SELECT 1 FROM verdict
     WHERE verified IS NOT NULL AND (verified OR NOT $5)
       AND show_status = 'scheduled' AND starts > $6
       AND cardinality(known) = $7 AND cardinality(taken) = 0
+      AND NOT raced AND (NOT limited OR held + $7 <= $11)
+), bumped AS (
+    UPDATE users SET is_active = is_active
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM me) AND EXISTS (SELECT 1 FROM go)
 ), released AS (
     UPDATE holds SET status = 'released'
     WHERE id IN (SELECT id FROM old) AND EXISTS (SELECT 1 FROM go)
@@ -91,10 +121,13 @@ WITH customer AS (
       AND (w.seat_id IS NOT NULL OR (l.status = 'held' AND l.booking_id IS NULL))
     RETURNING ss.seat_id
 )
-SELECT verified, show_status, starts, known, taken,
+SELECT verified, show_status, starts, known, taken, limited, held, raced,
        (SELECT count(*) FROM seated) AS seated, (SELECT count(*) FROM created) AS created
 FROM verdict
 """
+
+# Taken first by the locked retry (see the module's docstring).
+_LOCK_CUSTOMER_SQL = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE"
 
 # Parameters: $1 user_id, $2 hold_id.
 _RELEASE_SQL = """
@@ -123,8 +156,16 @@ SELECT status, mine, customer, (SELECT count(*) FROM marked) AS marked FROM targ
 """
 
 
-async def hold(session: AsyncSession, request: HoldRequest) -> HoldVerdict:
-    connection = await session.connection(execution_options=AUTOCOMMIT)
+async def hold(session: AsyncSession, request: HoldRequest, *, locked: bool = False) -> HoldVerdict:
+    """The hold statement in autocommit; `locked`: in a transaction that first locks the
+    customer's row (after a `raced` verdict)."""
+    if locked:
+        # A new transaction on a new connection: the autocommit one goes back to the pool.
+        await session.commit()
+        connection = await session.connection()
+        await connection.exec_driver_sql(_LOCK_CUSTOMER_SQL, (request.user_id,))
+    else:
+        connection = await session.connection(execution_options=AUTOCOMMIT)
     # Plain SQL for the driver: SQLAlchemy's compile and parameter processing of a statement
     # this size cost about as much CPU as running it.
     row = (
@@ -141,6 +182,8 @@ async def hold(session: AsyncSession, request: HoldRequest) -> HoldVerdict:
                 request.hold_id,
                 json.dumps(request.labels),
                 request.expires,
+                request.max_held,
+                list(STAFF_ROLES),
             ),
         )
     ).one()
@@ -152,6 +195,9 @@ async def hold(session: AsyncSession, request: HoldRequest) -> HoldVerdict:
         known_labels=list(row.known),
         taken_labels=list(row.taken),
         done=row.created == 1 and row.seated >= len(request.labels),
+        limited=row.limited,
+        held_elsewhere=row.held,
+        raced=row.raced,
     )
 
 

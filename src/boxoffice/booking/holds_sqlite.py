@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from boxoffice.booking.verdicts import HoldRequest, HoldVerdict, ReleaseVerdict
+from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, ReleaseVerdict
 
 
 def _when(value: dt.datetime) -> str:
@@ -61,12 +61,14 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     user, show, hold_hex = request.user_id.hex, request.showtime_id.hex, request.hold_id.hex
     labels = request.labels
     # One row even without the showtime: the account is judged first, as on the generic path.
-    verified, status, start_time, screen_id = conn.execute(
-        "SELECT (SELECT email_verified_at IS NOT NULL FROM users WHERE id = ? AND is_active),"
-        " st.status, st.start_time, st.screen_id"
-        " FROM (SELECT 1) LEFT JOIN showtimes st ON st.id = ?",
+    verified, role, status, start_time, screen_id = conn.execute(
+        "SELECT u.verified, u.role, st.status, st.start_time, st.screen_id FROM (SELECT 1)"
+        " LEFT JOIN (SELECT email_verified_at IS NOT NULL AS verified, role FROM users"
+        " WHERE id = ? AND is_active) u LEFT JOIN showtimes st ON st.id = ?",
         (user, show),
     ).fetchone()
+    # The cap needs no lock here: the write turn lets one writer in at a time.
+    limited = request.max_held > 0 and role is not None and role not in STAFF_ROLES
     refused = HoldVerdict(
         customer_known=verified is not None,
         customer_verified=bool(verified),
@@ -94,14 +96,17 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     )
     if any(label not in seats for label in labels):
         return replace(refused, known_labels=[label for label in labels if label in seats])
-    old = [
-        row[0]
-        for row in conn.execute(
-            "SELECT id FROM holds WHERE user_id = ? AND showtime_id = ? AND status = 'active'",
-            (user, show),
-        )
-    ]
     stamp, expires = _when(request.now), _when(request.expires)
+    # The holds this one replaces and, with the cap, the seats held live on other showtimes.
+    mine = conn.execute(
+        "SELECT id, showtime_id = ?, json_array_length(seat_labels) FROM holds"
+        " WHERE user_id = ? AND status = 'active' AND (showtime_id = ? OR (? AND expires_at > ?))",
+        (show, user, show, limited, stamp),
+    ).fetchall()
+    old = [hold_id for hold_id, here, _ in mine if here]
+    held = sum(count for _, here, count in mine if not here)
+    if limited and held + len(labels) > request.max_held:
+        return replace(refused, known_labels=labels, limited=True, held_elsewhere=held)
     if old:
         old_marks = ",".join("?" * len(old))
         conn.execute(
@@ -126,7 +131,7 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     ).rowcount
     if taken == len(seat_ids):
         return replace(refused, known_labels=labels, done=True)
-    mine = {
+    ours = {
         row[0]
         for row in conn.execute(
             "SELECT seat_id FROM showtime_seats WHERE showtime_id = ?"
@@ -137,7 +142,7 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     return replace(
         refused,
         known_labels=labels,
-        taken_labels=[label for label in labels if seats[label] not in mine],
+        taken_labels=[label for label in labels if seats[label] not in ours],
     )
 
 

@@ -72,7 +72,7 @@ def booking_out(view: service.BookingView) -> BookingOut:
     response_model=HoldOut,
     summary="Hold seats, all or nothing",
     dependencies=[_holds_rate_limit],
-    responses={409: {"description": "seats_unavailable or showtime_closed"}},
+    responses={409: {"description": "seats_unavailable, showtime_closed or hold_limit"}},
 )
 async def lock_seats(
     body: LockSeatsIn, request: Request, claims: TokenClaims, session: SessionDep
@@ -98,7 +98,7 @@ async def lock_best(
     hold = await holds.lock_best(
         session,
         request.app.state.settings,
-        user.id,
+        user,
         body.showtime_id,
         body.quantity,
         body.seat_class,

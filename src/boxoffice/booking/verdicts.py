@@ -8,6 +8,13 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from boxoffice.accounts.permissions import Role
+
+# A till sells for many customers: staff holds are not capped.
+STAFF_ROLES: tuple[str, ...] = tuple(
+    role.value for role in (Role.CASHIER, Role.OPERATOR, Role.ADMIN)
+)
+
 
 @dataclass(frozen=True)
 class HoldRequest:
@@ -19,6 +26,7 @@ class HoldRequest:
     expires: dt.datetime
     closes_after: dt.datetime  # sales are open while the start is later than this
     need_verified: bool  # BOXOFFICE_REQUIRE_VERIFIED_EMAIL
+    max_held: int  # BOXOFFICE_MAX_HELD_SEATS_PER_CUSTOMER (0: no cap); staff are exempt
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,12 @@ class HoldVerdict:
     known_labels: list[str]
     taken_labels: list[str]
     done: bool
+    # The cap applies (a customer, a cap is set) and the seats they hold on other showtimes.
+    limited: bool = False
+    held_elsewhere: int = 0
+    # PostgreSQL: another write to the customer committed after the statement's snapshot, so
+    # `held_elsewhere` may be stale; nothing was changed (`holds.lock_seats` retries locked).
+    raced: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from decimal import Decimal
 from xml.sax.saxutils import escape
 
 import segno
+from PIL import Image
+from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, A6
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
@@ -27,6 +29,13 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfgen import canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+# Image streams stay binary (Flate only): without ReportLab's C accelerator its ASCII85
+# encoding runs in Python and cost more than drawing a tickets page.
+rl_config.useA85 = 0
+
+# Pixels per QR module in the embedded image (the page scales it to its size).
+QR_PIXELS_PER_MODULE = 4
 
 # Part of every fingerprint: a change to the layout below gives new files, not stale ones.
 LAYOUT_VERSION = 1
@@ -81,12 +90,15 @@ class TicketsDocument:
     tickets: tuple[TicketPage, ...]
 
 
-def qr_png(token: str) -> bytes:
-    """The token's QR code as PNG: the same code as `GET /api/tickets/qr/{token}.png` (error
-    correction M), 6 pixels a module, with the 4-module quiet zone."""
-    buffer = io.BytesIO()
-    segno.make_qr(token, error="m").save(buffer, kind="png", scale=6, border=4)
-    return buffer.getvalue()
+def qr_image(token: str) -> Image.Image:
+    """The token's QR code (error correction M, with the 4-module quiet zone): the same code
+    as `GET /api/tickets/qr/{token}.png`, as a grey-scale image straight from the module
+    matrix (a PNG written and read back cost more than the rest of the page)."""
+    qr = segno.make_qr(token, error="m")
+    size = int(qr.symbol_size(scale=1, border=4)[0])
+    dark = bytes(0 if module else 255 for row in qr.matrix_iter(border=4) for module in row)
+    scaled = size * QR_PIXELS_PER_MODULE
+    return Image.frombytes("L", (size, size), dark).resize((scaled, scaled), Image.Resampling.NEAREST)
 
 
 def render_tickets(document: TicketsDocument) -> bytes:
@@ -143,7 +155,7 @@ def render_tickets(document: TicketsDocument) -> bytes:
         qr_size = min(52 * mm, y - margin - 14 - 4 * mm)
         qr_y = margin + 14
         pdf.drawImage(
-            ImageReader(io.BytesIO(qr_png(ticket.token))),
+            ImageReader(qr_image(ticket.token)),
             (width - qr_size) / 2,
             qr_y,
             width=qr_size,

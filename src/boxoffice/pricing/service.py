@@ -18,7 +18,18 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Exists, and_, case, func, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Exists,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -168,7 +179,7 @@ def as_rule(row: PricingRule) -> Rule:
     )
 
 
-def _has_seats_of(seat_class: str, showtime_id: uuid.UUID) -> Exists:
+def _has_seats_of(seat_class: str, showtime_id: BindParameter[uuid.UUID]) -> Exists:
     # Not correlated with the outer query (its own alias of showtimes), so the database
     # evaluates it once, not once per rule row.
     showtime = aliased(Showtime)
@@ -180,42 +191,51 @@ def _has_seats_of(seat_class: str, showtime_id: uuid.UUID) -> Exists:
     )
 
 
+def _basis_statement() -> Select[*tuple[Any, ...]]:
+    """The statement of `pricing_basis`, for a bound `showtime_id`."""
+    showtime_id = bindparam("showtime_id", type_=Showtime.id.type)
+    return (
+        select(
+            Showtime.base_price,
+            Showtime.currency,
+            Showtime.start_time,
+            Showtime.movie_id,
+            Showtime.theater_id,
+            Screen.hall_type,
+            Theater.timezone,
+            Theater.city_id,
+            *(_has_seats_of(name, showtime_id) for name in SEAT_CLASS_FACTORS),
+            PricingRule,
+        )
+        .join(Screen, Screen.id == Showtime.screen_id)
+        .join(Theater, Theater.id == Showtime.theater_id)
+        .outerjoin(
+            PricingRule,
+            and_(
+                PricingRule.active.is_(True),
+                or_(PricingRule.city_id.is_(None), PricingRule.city_id == Theater.city_id),
+                or_(
+                    PricingRule.theater_id.is_(None),
+                    PricingRule.theater_id == Showtime.theater_id,
+                ),
+                or_(PricingRule.movie_id.is_(None), PricingRule.movie_id == Showtime.movie_id),
+            ),
+        )
+        .where(Showtime.id == showtime_id)
+    )
+
+
+# Built once: building this statement (five subqueries, the rule join) cost more CPU than
+# running it, on every booking and every seat-map price refresh.
+_BASIS = _basis_statement()
+
+
 async def pricing_basis(session: AsyncSession, showtime_id: uuid.UUID) -> PricingBasis:
     """One statement: the showtime with its hall, theater and seat classes, joined to each
     active rule whose city, theater and movie allow it (one row per rule; the other
     conditions are `apply_rules`'s). Raises `ShowtimeNotFound`."""
     classes = list(SEAT_CLASS_FACTORS)
-    rows = (
-        await session.execute(
-            select(
-                Showtime.base_price,
-                Showtime.currency,
-                Showtime.start_time,
-                Showtime.movie_id,
-                Showtime.theater_id,
-                Screen.hall_type,
-                Theater.timezone,
-                Theater.city_id,
-                *(_has_seats_of(name, showtime_id) for name in classes),
-                PricingRule,
-            )
-            .join(Screen, Screen.id == Showtime.screen_id)
-            .join(Theater, Theater.id == Showtime.theater_id)
-            .outerjoin(
-                PricingRule,
-                and_(
-                    PricingRule.active.is_(True),
-                    or_(PricingRule.city_id.is_(None), PricingRule.city_id == Theater.city_id),
-                    or_(
-                        PricingRule.theater_id.is_(None),
-                        PricingRule.theater_id == Showtime.theater_id,
-                    ),
-                    or_(PricingRule.movie_id.is_(None), PricingRule.movie_id == Showtime.movie_id),
-                ),
-            )
-            .where(Showtime.id == showtime_id)
-        )
-    ).all()
+    rows = (await session.execute(_BASIS, {"showtime_id": showtime_id})).all()
     if not rows:
         raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
     head = rows[0]

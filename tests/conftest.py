@@ -306,14 +306,17 @@ async def make_client(
     """Build an app with overridden settings (e.g. `hold_ttl=1`) on the same database."""
     stack: list[tuple[LifespanManager, httpx.AsyncClient]] = []
 
-    async def factory(**overrides: Any) -> httpx.AsyncClient:
+    async def factory(*, client_address: str | None = None, **overrides: Any) -> httpx.AsyncClient:
+        """`client_address`: the peer address the app sees (default 127.0.0.1, a loopback
+        peer, which has no per-IP rate-limit windows)."""
         application = create_app(make_settings(backend, tmp_path / "var", **overrides))
         manager = LifespanManager(application)
         await manager.__aenter__()
         if not stack:
             await reset_database(application)
+        peer = {"client": (client_address, 40000)} if client_address else {}
         http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application), base_url="http://testserver"
+            transport=httpx.ASGITransport(app=application, **peer), base_url="http://testserver"
         )
         stack.append((manager, http))
         return http

@@ -863,7 +863,7 @@ async def test_lookups_are_rate_limited_per_customer(app: FastAPI, make_client: 
 
 
 async def test_lookups_are_rate_limited_per_address(app: FastAPI, make_client: MakeClient) -> None:
-    http = await make_client()
+    http = await make_client(client_address="203.0.113.21")
     shop = await seed_showtime(app)
     # 60 a minute from one address, whoever asks (here: nobody signed in).
     assert await _lookups(http, None, shop.showtime_id, 60) == [401] * 60

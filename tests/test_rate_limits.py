@@ -124,6 +124,21 @@ async def test_general_limit_counts_each_client_address(make_app: MakeApp, peer:
     assert (await elsewhere.get(MOVIES, headers=customer.headers)).status_code == 200
 
 
+async def test_a_loopback_peer_has_no_per_address_windows(make_app: MakeApp, peer: Peer) -> None:
+    # This machine, or a local reverse proxy not named in BOXOFFICE_TRUSTED_PROXIES: one
+    # address for every client, so counting it would refuse them all at once.
+    app = await make_app(rate_limit_default="3/minute", rate_limit_default_per_ip="2/minute")
+    local, remote = peer(app, "127.0.0.1"), peer(app)
+    customer = await make_user(app)
+
+    assert await statuses(local, 6) == [200] * 6
+    assert await statuses(remote, 2) == [200] * 2
+    assert_limited(await remote.get(MOVIES))
+    # The signed-in customer's own window still counts, from anywhere.
+    assert await statuses(local, 3, headers=customer.headers) == [200] * 3
+    assert_limited(await local.get(MOVIES, headers=customer.headers))
+
+
 @pytest.mark.parametrize("role", ["cashier", "operator", "admin"])
 async def test_staff_are_exempt_from_the_general_and_hold_limits(
     make_app: MakeApp, peer: Peer, role: str

@@ -125,10 +125,11 @@ class Settings(BaseSettings):
     # Each counts per signed-in caller (or per submitted email) and, higher, per client IP
     # (many customers may share one address). Guessing is stopped by the failed sign-in locks
     # (accounts.lockout), so these only cap floods: a school's NAT or a test suite signing up
-    # and in from one address must not be refused. The default covers every /api request but the
+    # and in from one address must not be refused (loopback peers have no per-IP windows at
+    # all, see ratelimit.counted_ip). The default covers every /api request but the
     # payment webhooks; staff (cashier, operator, admin) are exempt from it and from holds.
-    rate_limit_default: RateLimitValue = "300/minute"
-    rate_limit_default_per_ip: RateLimitValue = "1200/minute"
+    rate_limit_default: RateLimitValue = "6000/minute"
+    rate_limit_default_per_ip: RateLimitValue = "12000/minute"
     rate_limit_login_per_email: RateLimitValue = "30/minute"
     rate_limit_login_per_ip: RateLimitValue = "60/minute"
     rate_limit_register_per_ip: RateLimitValue = "120/hour"
@@ -140,8 +141,8 @@ class Settings(BaseSettings):
     rate_limit_mfa_per_ip: RateLimitValue = "30/minute"
     rate_limit_promo_check: RateLimitValue = "10/minute"
     rate_limit_promo_check_per_ip: RateLimitValue = "60/minute"
-    rate_limit_holds: RateLimitValue = "60/minute"  # lock-seats and lock-best
-    rate_limit_holds_per_ip: RateLimitValue = "600/minute"
+    rate_limit_holds: RateLimitValue = "120/minute"  # lock-seats and lock-best
+    rate_limit_holds_per_ip: RateLimitValue = "1200/minute"
     # Reverse proxies (IPs or CIDRs, comma-separated or a JSON list) whose X-Forwarded-For
     # names the client; a request from any other peer is that peer's.
     trusted_proxies: Annotated[list[str], NoDecode] = []

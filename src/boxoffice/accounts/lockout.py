@@ -37,6 +37,7 @@ from boxoffice.audit import service as audit
 from boxoffice.audit.models import ActorKind
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.core.ratelimit import is_loopback
 from boxoffice.core.security import hash_token
 
 log = structlog.get_logger(__name__)
@@ -58,12 +59,13 @@ class LoginSubject:
         return cls(account_key=hash_token(email), ip=ip[:64])
 
     def keys(self) -> list[tuple[str, str, str]]:
-        """(scope, account_key, ip) in the one order rows are locked in (no deadlocks)."""
-        return [
-            (ACCOUNT, self.account_key, ""),
-            (PAIR, self.account_key, self.ip),
-            (IP, "", self.ip),
-        ]
+        """(scope, account_key, ip) in the one order rows are locked in (no deadlocks). A
+        loopback peer gets no IP-wide key: it is this machine or an unconfigured local proxy
+        standing for every client (see `ratelimit.counted_ip`)."""
+        keys = [(ACCOUNT, self.account_key, ""), (PAIR, self.account_key, self.ip)]
+        if not is_loopback(self.ip):
+            keys.append((IP, "", self.ip))
+        return keys
 
 
 def _is(row: LoginFailure, scope: str, account_key: str, ip: str) -> bool:

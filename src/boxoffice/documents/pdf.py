@@ -98,7 +98,8 @@ def qr_image(token: str) -> Image.Image:
     size = int(qr.symbol_size(scale=1, border=4)[0])
     dark = bytes(0 if module else 255 for row in qr.matrix_iter(border=4) for module in row)
     scaled = size * QR_PIXELS_PER_MODULE
-    return Image.frombytes("L", (size, size), dark).resize((scaled, scaled), Image.Resampling.NEAREST)
+    image = Image.frombytes("L", (size, size), dark)
+    return image.resize((scaled, scaled), Image.Resampling.NEAREST)
 
 
 def render_tickets(document: TicketsDocument) -> bytes:

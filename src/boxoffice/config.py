@@ -227,24 +227,15 @@ class Settings(BaseSettings):
     unverified_account_retention_days: int = Field(default=30, ge=1)
     retention_interval_seconds: int = Field(default=3600, ge=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
+        """A JSON list, or comma-separated values (what an environment variable holds)."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
-            return [origin.strip() for origin in text.split(",") if origin.strip()]
-        return value
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_proxies(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.strip()
-            if value.startswith("["):
-                return json.loads(value)
-            return [part for part in (p.strip() for p in value.split(",")) if part]
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @field_validator("trusted_proxies")

@@ -22,12 +22,11 @@ from boxoffice.booking import checkout
 from boxoffice.booking.exceptions import BookingNotFound, RefundNotAllowed
 from boxoffice.booking.holds import lock_seat_rows
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus
-from boxoffice.booking.service import lines_of, lock_booking
+from boxoffice.booking.service import lines_of, lock_booking, notify_refund_done
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.errors import Forbidden, Unprocessable
 from boxoffice.loyalty import service as loyalty
-from boxoffice.notifications import service as notifications
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Refund
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
@@ -150,18 +149,7 @@ async def refund_booking(
     )
     await _release_seats(session, booking, chosen)
     booking.refunded_amount += to_refund
-    await notifications.notify(
-        session,
-        booking.user_id,
-        "refund_done",
-        booking_id=booking.id,
-        data={
-            "reference": booking.reference,
-            "amount": str(to_refund),
-            "currency": booking.currency,
-            "seats": [line.seat_label for line in chosen],
-        },
-    )
+    await notify_refund_done(session, booking, to_refund, [line.seat_label for line in chosen])
     await loyalty.reverse_for_refund(session, booking.id, str(refund.id), to_refund)
     # A whole refund ends the booking even when a fee was kept; so does the last seat of a
     # booking without snacks (the snacks of one that has them are still to be had).

@@ -410,18 +410,7 @@ async def confirm_paid_booking(
         seat_labels=[line.seat_label for line in lines],
         requested_by=None,
     )
-    await notifications.notify(
-        session,
-        booking.user_id,
-        "refund_done",
-        booking_id=booking.id,
-        data={
-            "reference": booking.reference,
-            "amount": str(refund.amount),
-            "currency": booking.currency,
-            "seats": [line.seat_label for line in lines],
-        },
-    )
+    await notify_refund_done(session, booking, refund.amount, [line.seat_label for line in lines])
     for line in lines:
         line.refunded = True
     booking.refunded_amount = booking.final_amount
@@ -429,6 +418,23 @@ async def confirm_paid_booking(
     await _free_booking_seats(session, booking)
     await checkout.release_commerce(session, booking.id)
     return False
+
+
+async def notify_refund_done(
+    session: AsyncSession, booking: Booking, amount: Decimal, seat_labels: list[str]
+) -> None:
+    await notifications.notify(
+        session,
+        booking.user_id,
+        "refund_done",
+        booking_id=booking.id,
+        data={
+            "reference": booking.reference,
+            "amount": str(amount),
+            "currency": booking.currency,
+            "seats": seat_labels,
+        },
+    )
 
 
 def _may_confirm(booking: Booking) -> bool:

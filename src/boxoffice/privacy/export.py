@@ -119,6 +119,11 @@ async def _all(session: AsyncSession, statement: Any) -> Sequence[Any]:
     return (await session.scalars(statement)).all()
 
 
+async def _rows(session: AsyncSession, statement: Any) -> list[Row]:
+    """The statement's objects, exported (`row_of`)."""
+    return [row_of(obj) for obj in await _all(session, statement)]
+
+
 def _by(rows: Iterable[Any], attribute: str) -> dict[Any, list[Any]]:
     grouped: dict[Any, list[Any]] = {}
     for row in rows:
@@ -277,25 +282,19 @@ async def build_export(session: AsyncSession, user: User) -> PersonalDataExport:
             "inApp": wanted.in_app,
             "locale": wanted.locale,
         },
-        sessions=[
-            row_of(t)
-            for t in await _all(
-                session,
-                select(RefreshToken)
-                .where(RefreshToken.user_id == uid)
-                .order_by(RefreshToken.created_at.desc(), RefreshToken.id),
-            )
-        ],
+        sessions=await _rows(
+            session,
+            select(RefreshToken)
+            .where(RefreshToken.user_id == uid)
+            .order_by(RefreshToken.created_at.desc(), RefreshToken.id),
+        ),
         sign_in_records=[row_of(r, leave_out=("account_key",)) for r in sign_ins],
-        account_tokens=[
-            row_of(t)
-            for t in await _all(
-                session,
-                select(AccountToken)
-                .where(AccountToken.user_id == uid)
-                .order_by(AccountToken.created_at, AccountToken.id),
-            )
-        ],
+        account_tokens=await _rows(
+            session,
+            select(AccountToken)
+            .where(AccountToken.user_id == uid)
+            .order_by(AccountToken.created_at, AccountToken.id),
+        ),
         holds=[
             row_of(h)
             for h in await _all(
@@ -306,45 +305,33 @@ async def build_export(session: AsyncSession, user: User) -> PersonalDataExport:
         concession_preorders=preorders,
         loyalty=LoyaltyExport(
             account=row_of(account) if account is not None else None,
-            entries=[
-                row_of(e)
-                for e in await _all(
-                    session,
-                    select(PointsEntry)
-                    .where(PointsEntry.user_id == uid)
-                    .order_by(PointsEntry.created_at, PointsEntry.id),
-                )
-            ],
+            entries=await _rows(
+                session,
+                select(PointsEntry)
+                .where(PointsEntry.user_id == uid)
+                .order_by(PointsEntry.created_at, PointsEntry.id),
+            ),
         ),
         promo_redemptions=[row_of(r.PromoRedemption, code=r.code) for r in redemptions],
         reviews=[row_of(r.Review, movie_title=r.title) for r in reviews],
-        helpful_votes=[
-            row_of(v)
-            for v in await _all(
-                session,
-                select(ReviewVote)
-                .where(ReviewVote.user_id == uid)
-                .order_by(ReviewVote.created_at, ReviewVote.review_id),
-            )
-        ],
-        notifications=[
-            row_of(n)
-            for n in await _all(
-                session,
-                select(Notification)
-                .where(Notification.user_id == uid)
-                .order_by(Notification.created_at, Notification.id),
-            )
-        ],
-        idempotency_keys=[
-            row_of(r)
-            for r in await _all(
-                session,
-                select(IdempotencyRecord)
-                .where(IdempotencyRecord.user_id == uid)
-                .order_by(IdempotencyRecord.created_at),
-            )
-        ],
+        helpful_votes=await _rows(
+            session,
+            select(ReviewVote)
+            .where(ReviewVote.user_id == uid)
+            .order_by(ReviewVote.created_at, ReviewVote.review_id),
+        ),
+        notifications=await _rows(
+            session,
+            select(Notification)
+            .where(Notification.user_id == uid)
+            .order_by(Notification.created_at, Notification.id),
+        ),
+        idempotency_keys=await _rows(
+            session,
+            select(IdempotencyRecord)
+            .where(IdempotencyRecord.user_id == uid)
+            .order_by(IdempotencyRecord.created_at),
+        ),
         staff_activity=StaffActivity(
             refunds_requested=[
                 row_of(r, leave_out=("requested_by", "seat_labels"))

@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+import zxingcpp
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import FastAPI
+from PIL import Image
 from sqlalchemy import event, select, update
 
 from boxoffice.booking.models import Booking
@@ -331,12 +333,19 @@ async def test_qr_images_render_the_token_without_sign_in_or_database(
     assert png.headers["content-type"] == "image/png"
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert png.headers["cache-control"] == "private, max-age=86400"
+    decoded = zxingcpp.read_barcode(Image.open(io.BytesIO(png.content)).convert("L"))
+    assert decoded is not None
+    assert decoded.text == token
+    assert decoded.format == zxingcpp.BarcodeFormat.QRCode
+    assert decoded.ec_level == "M"
 
     assert svg.status_code == 200
     assert svg.headers["content-type"].startswith("image/svg+xml")
     assert svg.headers["cache-control"] == "private, max-age=86400"
     root = ET.parse(io.BytesIO(svg.content)).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    # 8 px a module: version 7 (45 modules) plus the two 4-module quiet zones.
+    assert root.get("width") == root.get("height") == str((45 + 8) * 8)
 
 
 @pytest.mark.parametrize("kind", ["png", "svg"])

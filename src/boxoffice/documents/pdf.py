@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from xml.sax.saxutils import escape
 
-import segno
-from PIL import Image
 from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, A6
@@ -30,6 +28,8 @@ from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfgen import canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from boxoffice.tickets.qrcode import qr_image
+
 # Image streams stay binary (Flate only): without ReportLab's C accelerator its ASCII85
 # encoding runs in Python and cost more than drawing a tickets page.
 rl_config.useA85 = 0
@@ -38,7 +38,7 @@ rl_config.useA85 = 0
 QR_PIXELS_PER_MODULE = 4
 
 # Part of every fingerprint: a change to the layout below gives new files, not stale ones.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: QR codes by zint (zxing-cpp), other masks than before
 
 
 def money(amount: Decimal, currency: str) -> str:
@@ -88,18 +88,6 @@ class TicketsDocument:
     timezone: str
     seller_name: str
     tickets: tuple[TicketPage, ...]
-
-
-def qr_image(token: str) -> Image.Image:
-    """The token's QR code (error correction M, with the 4-module quiet zone): the same code
-    as `GET /api/tickets/qr/{token}.png`, as a grey-scale image straight from the module
-    matrix (a PNG written and read back cost more than the rest of the page)."""
-    qr = segno.make_qr(token, error="m")
-    size = int(qr.symbol_size(scale=1, border=4)[0])
-    dark = bytes(0 if module else 255 for row in qr.matrix_iter(border=4) for module in row)
-    scaled = size * QR_PIXELS_PER_MODULE
-    image = Image.frombytes("L", (size, size), dark)
-    return image.resize((scaled, scaled), Image.Resampling.NEAREST)
 
 
 def render_tickets(document: TicketsDocument) -> bytes:
@@ -156,7 +144,7 @@ def render_tickets(document: TicketsDocument) -> bytes:
         qr_size = min(52 * mm, y - margin - 14 - 4 * mm)
         qr_y = margin + 14
         pdf.drawImage(
-            ImageReader(qr_image(ticket.token)),
+            ImageReader(qr_image(ticket.token, QR_PIXELS_PER_MODULE)),
             (width - qr_size) / 2,
             qr_y,
             width=qr_size,

@@ -34,7 +34,9 @@ from boxoffice.payments.models import Payment, PaymentEvent, PaymentStatus, Refu
 from boxoffice.payments.providers.base import from_minor_units, to_minor_units
 from boxoffice.payments.providers.local import LocalProvider, signature_header
 from boxoffice.payments.service import PaymentContext
-from boxoffice.venues.models import Screen
+from boxoffice.scheduling.models import ShowtimeSeat
+from boxoffice.tickets.models import Ticket
+from boxoffice.venues.models import Screen, Seat
 from tests.conftest import TEST_SECRET
 from tests.factories import make_pending_booking, make_showtime, seed_venue, set_seat_state
 from tests.helpers import TestUser, make_user
@@ -797,7 +799,8 @@ async def test_late_payment_for_seats_sold_elsewhere_is_refunded(
         assert booking is not None
         booking.expires_at = utcnow() - dt.timedelta(seconds=1)
         showtime_id = booking.showtime_id
-    await set_seat_state(app, showtime_id, "A1", "booked", booking_id=uuid.uuid4())
+    other_booking = uuid.uuid4()
+    await set_seat_state(app, showtime_id, "A1", "booked", booking_id=other_booking)
 
     response = await send_event(client, app, "payment_intent.succeeded", intent_id)
     assert response.status_code == 200, response.text
@@ -805,6 +808,24 @@ async def test_late_payment_for_seats_sold_elsewhere_is_refunded(
     assert payment.status == PaymentStatus.REFUNDED
     assert payment.refunded_amount == AMOUNT
     assert await booking_status(app, booking_id) == BookingStatus.REFUNDED
+    # All seats or none: A1 stays the other buyer's, A2 (still this booking's) is free again.
+    async with app.state.db.session(write=False) as session:
+        rows = (
+            await session.execute(
+                select(Seat.label, ShowtimeSeat.status, ShowtimeSeat.booking_id)
+                .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
+                .where(ShowtimeSeat.showtime_id == showtime_id, Seat.label.in_(["A1", "A2"]))
+                .order_by(Seat.label)
+            )
+        ).all()
+        tickets = await session.scalar(
+            select(func.count()).select_from(Ticket).where(Ticket.booking_id == booking_id)
+        )
+    assert [tuple(row) for row in rows] == [
+        ("A1", "booked", other_booking),
+        ("A2", "available", None),
+    ]
+    assert tickets == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Collection, Sequence
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
@@ -96,6 +97,56 @@ async def lock_seat_rows(
         .order_by(ShowtimeSeat.showtime_id, ShowtimeSeat.seat_id)
         .with_for_update()
     )
+
+
+async def update_seat_rows(
+    session: AsyncSession,
+    showtime_id: uuid.UUID,
+    which: ColumnElement[bool],
+    condition: ColumnElement[bool],
+    values: dict[str, Any],
+    *,
+    all_or_none: int | None = None,
+) -> int | None:
+    """UPDATE the showtime's inventory rows picked by `which` where `condition` holds, with
+    their row locks taken in seat order (see `lock_seat_rows`): the number of rows changed.
+    With `all_or_none` = n, nothing changes unless `condition` holds for n rows.
+
+    On PostgreSQL one statement locks, judges and writes (a materialized CTE locks in seat
+    order; a row changed while we waited is judged in its committed version). Elsewhere it
+    is a conditional UPDATE, and `all_or_none` answers None: the caller undoes a partial
+    change itself."""
+    if session.get_bind().dialect.name != "postgresql":
+        result = await session.execute(
+            update(ShowtimeSeat)
+            .where(ShowtimeSeat.showtime_id == showtime_id, which, condition)
+            .values(**values),
+            execution_options={"synchronize_session": False},
+        )
+        changed: int = result.rowcount  # type: ignore[attr-defined]
+        return changed if all_or_none is None or changed == all_or_none else None
+    locked = (
+        select(ShowtimeSeat.seat_id, condition.label("ok"))
+        .where(ShowtimeSeat.showtime_id == showtime_id, which)
+        .order_by(ShowtimeSeat.seat_id)
+        .with_for_update()
+        .cte("locked")
+        .prefix_with("MATERIALIZED")
+    )
+    statement = (
+        update(ShowtimeSeat)
+        .where(
+            ShowtimeSeat.showtime_id == showtime_id,
+            ShowtimeSeat.seat_id == locked.c.seat_id,
+            locked.c.ok,
+        )
+        .values(**values)
+    )
+    if all_or_none is not None:
+        ready = select(func.count()).select_from(locked).where(locked.c.ok).scalar_subquery()
+        statement = statement.where(ready == all_or_none)
+    result = await session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 def _cap_of(settings: Settings, user: User) -> int:

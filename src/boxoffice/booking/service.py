@@ -28,7 +28,7 @@ from boxoffice.booking.exceptions import (
     HoldMismatch,
     HoldNotFound,
 )
-from boxoffice.booking.holds import check_open_for_sale, lock_seat_rows
+from boxoffice.booking.holds import check_open_for_sale, lock_seat_rows, update_seat_rows
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold, HoldStatus
 from boxoffice.booking.schemas import BookingIn
 from boxoffice.catalog.models import Movie
@@ -201,19 +201,14 @@ async def create_booking(
     # The hold now lasts until the payment deadline and points at the booking. Conditional on
     # the hold being alive *now*: the check above did not lock the rows, so a seat whose hold
     # ran out meanwhile may have gone to someone else (then nothing is booked).
-    await lock_seat_rows(session, [showtime.id], hold_ids=[hold.id])
-    extended = await session.execute(
-        update(ShowtimeSeat)
-        .where(
-            ShowtimeSeat.showtime_id == showtime.id,
-            ShowtimeSeat.hold_id == hold.id,
-            ShowtimeSeat.status == SeatStatus.HELD,
-            ShowtimeSeat.held_until > now,
-        )
-        .values(held_until=booking.expires_at, booking_id=booking.id),
-        execution_options={"synchronize_session": False},
+    extended = await update_seat_rows(
+        session,
+        showtime.id,
+        ShowtimeSeat.hold_id == hold.id,
+        and_(ShowtimeSeat.status == SeatStatus.HELD, ShowtimeSeat.held_until > now),
+        {"held_until": booking.expires_at, "booking_id": booking.id},
     )
-    if extended.rowcount != len(seats):  # type: ignore[attr-defined]
+    if extended != len(seats):
         raise HoldExpired("The hold has expired; hold the seats again.")
     await session.flush()
     if booking.final_amount <= 0:
@@ -386,7 +381,11 @@ async def confirm_paid_booking(
     Runs in the transaction that recorded the payment, with the booking row locked, so a
     webhook and a client-side confirmation racing for one payment confirm it once.
     """
-    booking = await lock_booking(session, booking_id)
+    # Locked and loaded already: every way to a payment's success (payments.lock_by_ref)
+    # locks the booking row before the payment's, so this reads the identity map.
+    booking = await session.get(Booking, booking_id)
+    if booking is None:
+        raise BookingNotFound("No such booking.")
     if booking.status in (BookingStatus.CONFIRMED, BookingStatus.USED):
         return True
     lines = await lines_of(session, booking.id)
@@ -455,25 +454,27 @@ async def _sell_seats(
         return True  # a snack preorder: no seats to sell
     seat_ids = sorted(line.seat_id for line in lines)
     now = utcnow()
-    await lock_seat_rows(session, [booking.showtime_id], seat_ids=seat_ids)
-    async with session.begin_nested() as savepoint:
-        result = await session.execute(
-            update(ShowtimeSeat)
-            .where(
-                ShowtimeSeat.showtime_id == booking.showtime_id,
-                ShowtimeSeat.seat_id.in_(seat_ids),
-                or_(
-                    and_(
-                        ShowtimeSeat.booking_id == booking.id,
-                        ShowtimeSeat.status == SeatStatus.HELD,
-                    ),
-                    seat_is_free(now),
-                ),
-            )
-            .values(status=SeatStatus.BOOKED, booking_id=booking.id, hold_id=None, held_until=None),
-            execution_options={"synchronize_session": False},
+    sell = {
+        "status": SeatStatus.BOOKED,
+        "booking_id": booking.id,
+        "hold_id": None,
+        "held_until": None,
+    }
+    sellable = or_(
+        and_(ShowtimeSeat.booking_id == booking.id, ShowtimeSeat.status == SeatStatus.HELD),
+        seat_is_free(now),
+    )
+    which = ShowtimeSeat.seat_id.in_(seat_ids)
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement: it changes nothing unless every seat can be sold.
+        sold = await update_seat_rows(
+            session, booking.showtime_id, which, sellable, sell, all_or_none=len(seat_ids)
         )
-        if result.rowcount == len(seat_ids):  # type: ignore[attr-defined]
+        return sold == len(seat_ids)
+    async with session.begin_nested() as savepoint:
+        if await update_seat_rows(
+            session, booking.showtime_id, which, sellable, sell, all_or_none=len(seat_ids)
+        ):
             return True
         await savepoint.rollback()
     return False

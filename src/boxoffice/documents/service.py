@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from boxoffice.accounts.models import User
 from boxoffice.booking.exceptions import BookingNotFound
@@ -155,7 +156,7 @@ class DocumentFile:
 
 
 @dataclass
-class _Context:
+class ShowContext:
     showtime: Showtime
     movie: Movie
     theater: Theater
@@ -171,7 +172,7 @@ async def _viewable_booking(
     return booking
 
 
-async def _context(session: AsyncSession, showtime_id: uuid.UUID) -> _Context:
+async def _context(session: AsyncSession, showtime_id: uuid.UUID) -> ShowContext:
     row = (
         await session.execute(
             select(Showtime, Movie, Theater, Screen)
@@ -179,9 +180,10 @@ async def _context(session: AsyncSession, showtime_id: uuid.UUID) -> _Context:
             .join(Theater, Theater.id == Showtime.theater_id)
             .join(Screen, Screen.id == Showtime.screen_id)
             .where(Showtime.id == showtime_id)
+            .options(raiseload(Movie.genres))  # not printed: no second query for them
         )
     ).one()
-    return _Context(*row)
+    return ShowContext(*row)
 
 
 async def _stored_or_rendered(
@@ -234,11 +236,16 @@ def tickets_filename(booking: Booking) -> str:
 
 
 async def tickets_document(
-    session: AsyncSession, settings: Settings, signer: TicketSigner, booking_id: uuid.UUID
+    session: AsyncSession,
+    settings: Settings,
+    signer: TicketSigner,
+    booking_id: uuid.UUID,
+    show: ShowContext | None = None,
 ) -> tuple[str, TicketsDocument] | None:
     """The booking's tickets PDF as (filename, document) to render with `render_tickets`, for
     a mail attachment; None when it has no valid tickets. Reads, never stores: the file the
-    API serves is stored on its first request, as always."""
+    API serves is stored on its first request, as always. `show`: the booking's showtime,
+    movie, theater and screen when the caller has loaded them."""
     booking = await session.get(Booking, booking_id)
     if booking is None:
         return None
@@ -249,7 +256,7 @@ async def tickets_document(
     ]
     if not printable:
         return None
-    document = await _tickets_document(session, settings, signer, booking, printable)
+    document = await _tickets_document(session, settings, signer, booking, printable, show)
     return tickets_filename(booking), document
 
 
@@ -259,8 +266,9 @@ async def _tickets_document(
     signer: TicketSigner,
     booking: Booking,
     printable: Sequence[Ticket],
+    show: ShowContext | None = None,
 ) -> TicketsDocument:
-    ctx = await _context(session, booking.showtime_id)
+    ctx = show or await _context(session, booking.showtime_id)
     lines = await session.execute(
         select(BookingLine.seat_id, BookingLine.seat_class).where(
             BookingLine.booking_id == booking.id

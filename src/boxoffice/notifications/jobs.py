@@ -18,6 +18,7 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from boxoffice.booking.models import Booking, BookingLine
 from boxoffice.catalog.models import Movie
@@ -114,7 +115,7 @@ async def send_email(
             if service.TICKETS_PDF in wanted:
                 signer = ticket_signer(ctx.settings, ctx.app.state.signing_key)
                 tickets = await documents.tickets_document(
-                    session, ctx.settings, signer, details.booking_id
+                    session, ctx.settings, signer, details.booking_id, details.show
                 )
             if service.CALENDAR in wanted:
                 files.append(Attachment("show.ics", ICS, details.calendar(ctx.settings)))
@@ -156,6 +157,7 @@ class BookingDetails:
         url: str,
     ) -> None:
         self.booking_id = booking.id
+        self.show = documents.ShowContext(showtime, movie, theater, screen)
         self.showtime = showtime
         self.movie = movie
         self.theater = theater
@@ -213,6 +215,7 @@ async def _booking_details(
             .join(Theater, Theater.id == Showtime.theater_id)
             .join(Screen, Screen.id == Showtime.screen_id)
             .where(Booking.id == booking_id)
+            .options(raiseload(Movie.genres))  # mails show none: no second query for them
         )
     ).first()
     if row is None:

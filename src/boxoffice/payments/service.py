@@ -189,14 +189,27 @@ async def _apply(
     values: Mapping[str, Any],
 ) -> bool:
     """One conditional UPDATE; `payment` is reloaded either way. True if it moved."""
-    result = await session.execute(
+    statement = (
         update(Payment)
         .where(Payment.id == payment.id, Payment.status.in_(sources))
-        .values(status=to, **values),
-        execution_options={"synchronize_session": False},
+        .values(status=to, **values)
     )
+    if session.get_bind().dialect.update_returning:
+        # The changed row comes back with the UPDATE and refreshes `payment` (PostgreSQL,
+        # SQLite): no second read on the way of every confirmation.
+        moved = await session.scalar(
+            statement.returning(Payment),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )
+        if moved is not None:
+            return True
+    else:
+        result = await session.execute(statement, execution_options={"synchronize_session": False})
+        if cast(CursorResult[Any], result).rowcount == 1:
+            await session.refresh(payment)
+            return True
     await session.refresh(payment)
-    return cast(CursorResult[Any], result).rowcount == 1
+    return False
 
 
 async def transition(session: AsyncSession, payment: Payment, to: str, **values: Any) -> bool:
@@ -653,9 +666,9 @@ async def confirm_payment(
             fromStatus=payment.status,
             toStatus=PaymentStatus.SUCCEEDED,
         )
-    booking_status = await session.scalar(select(Booking.status).where(Booking.id == booking.id))
-    assert booking_status is not None
-    return Confirmation(payment, booking_status)
+    # The booking row is locked by this transaction, and confirming changes it through the
+    # session (booking.service.confirm_paid_booking): its loaded state is current.
+    return Confirmation(payment, booking.status)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ production settings) and runs the scenarios, each bounded in time:
   e purchases              hold -> book -> pay (local provider) -> tickets, per second
 
 and prints one table (plus bench/results/<date>.json).
+
+Jobs (the confirmation mail with its tickets PDF, above all) run as in production when Redis
+answers at BOXOFFICE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/14, a database the run
+empties): queued in Redis and run by `boxoffice worker` at a lower CPU priority (nice 10), so
+that during an onsale the two cores sell first and the mails follow; after the purchases the
+run waits for the queue to drain and reports how long that took. Without Redis (or with
+--jobs inprocess) they run inside the server processes, as on a single machine without Redis.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -49,6 +57,8 @@ PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
 SECRET = "benchmark-secret-" + "x" * 48
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/boxoffice_bench"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
+JOBS_QUEUE = "boxoffice-bench:jobs"
 
 # Targets from the benchmark issue (PostgreSQL unless named).
 TARGETS = {
@@ -137,13 +147,38 @@ def migrate(url: str) -> None:
     )
 
 
-class Server:
-    """`uvicorn bench.ceilings:create_bench_app --workers 2` with production settings."""
+def jobs_redis(choice: str) -> str | None:
+    """The Redis URL for the jobs queue, or None to run jobs inside the server."""
+    if choice == "inprocess":
+        return None
+    url = os.environ.get("BOXOFFICE_BENCH_REDIS_URL", DEFAULT_REDIS)
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if choice == "worker":
+            sys.exit(f"--jobs worker needs Redis at {url}: {exc}")
+        print(f"  no Redis at {url} ({exc}): jobs run inside the server", flush=True)
+        return None
+    return url
 
-    def __init__(self, url: str, log: Path) -> None:
+
+def queued_jobs(redis_url: str | None) -> int:
+    if redis_url is None:
+        return 0
+    with redis.Redis.from_url(redis_url) as client:
+        return int(client.xlen(JOBS_QUEUE))
+
+
+class Server:
+    """`uvicorn bench.ceilings:create_bench_app --workers 2` with production settings, and
+    with `redis_url` a `boxoffice worker` at nice 10 running the jobs queued there."""
+
+    def __init__(self, url: str, log: Path, redis_url: str | None = None) -> None:
         self.url = url
         self.log = log
+        self.redis_url = redis_url
         self.process: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         env = {
@@ -156,6 +191,22 @@ class Server:
             # Every simulated customer comes from 127.0.0.1: no per-address limits here.
             "BOXOFFICE_RATE_LIMIT_ENABLED": "false",
         }
+        if self.redis_url is not None:
+            with redis.Redis.from_url(self.redis_url) as client:
+                client.flushdb()  # the benchmark's own database: no jobs of an earlier run
+            env |= {
+                "BOXOFFICE_REDIS_URL": self.redis_url,
+                "BOXOFFICE_JOBS_BACKEND": "redis",
+                "BOXOFFICE_JOBS_QUEUE": JOBS_QUEUE,
+            }
+            self.worker = subprocess.Popen(
+                ["nice", "-n", "10", str(Path(sys.executable).parent / "boxoffice"), "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=(self.log.parent / "worker.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         log = self.log.open("wb")
         self.process = subprocess.Popen(
             [
@@ -193,12 +244,22 @@ class Server:
         raise RuntimeError(f"the benchmark server did not start; see {self.log}")
 
     def __exit__(self, *_: object) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        for process in (self.process, self.worker):
+            if process and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+
+    def drain_jobs(self, limit: float = 180) -> float | None:
+        """Seconds until the worker has run every queued job (None: not within `limit`)."""
+        started = time.monotonic()
+        while queued_jobs(self.redis_url) > 0:
+            if time.monotonic() - started > limit:
+                return None
+            time.sleep(0.2)
+        return round(time.monotonic() - started, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +366,9 @@ async def double_sales(database: Database) -> dict[str, int]:
 # One backend
 
 
-async def run_backend(backend: str, url: str, seconds: int, only: set[str] | None) -> list[Row]:
+async def run_backend(
+    backend: str, url: str, seconds: int, only: set[str] | None, redis_url: str | None
+) -> list[Row]:
     if backend == "postgresql":
         await fresh_postgres(url)
     work = WORK / backend
@@ -364,7 +427,7 @@ async def run_backend(backend: str, url: str, seconds: int, only: set[str] | Non
 
     rows: list[Row] = []
     hold_threads = 32
-    with Server(url, work / "server.log"):
+    with Server(url, work / "server.log", redis_url) as server:
         # 32 clients at once per scenario: enough to keep both server processes saturated
         # (more only lengthens the queue in front of them, see docs/performance.md).
         get = {"seconds": seconds, "threads": 2, "connections": 32}
@@ -417,6 +480,7 @@ async def run_backend(backend: str, url: str, seconds: int, only: set[str] | Non
             row.ratio = (
                 row.detail["requests_per_second"] / flow_ceiling.detail["requests_per_second"]
             )
+            row.detail.update(jobs_after(server))
             rows.append(row)
         if wanted("e purchases"):
             row = flow_row(
@@ -426,9 +490,21 @@ async def run_backend(backend: str, url: str, seconds: int, only: set[str] | Non
             )
             row.ceiling, row.ratio = "4-step flow", row.per_second / flow_ceiling.per_second
             row.detail.update(await double_sales(database))
+            row.detail.update(jobs_after(server))
             rows.append(row)
     await database.dispose()
     return rows
+
+
+def jobs_after(server: Server) -> dict[str, Any]:
+    """How the jobs a scenario queued (mails, mostly) were run: by the worker, which then gets
+    the cores to itself until it is done, or inside the server, during the scenario."""
+    if server.redis_url is None:
+        return {"jobs": "in the server processes"}
+    backlog = queued_jobs(server.redis_url)
+    drained = server.drain_jobs()
+    print(f"  jobs queued when the scenario ended: {backlog}, run {drained} s later", flush=True)
+    return {"jobs": "worker (nice 10)", "jobs_queued_at_end": backlog, "jobs_drained_s": drained}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,6 +533,12 @@ def main() -> None:
     parser.add_argument("--backends", default="postgresql,sqlite")
     parser.add_argument("--seconds", type=int, default=15, help="per scenario (at most 20)")
     parser.add_argument("--only", default="", help="scenario letters, e.g. a,c")
+    parser.add_argument(
+        "--jobs",
+        choices=["auto", "worker", "inprocess"],
+        default="auto",
+        help="where jobs run: a niced worker via Redis (auto: when Redis answers) or the server",
+    )
     args = parser.parse_args()
     seconds = min(args.seconds, 20)
     only = set(args.only.split(",")) if args.only else None
@@ -473,7 +555,9 @@ def main() -> None:
             f"== {backend}: {normalize_url(url).render_as_string(hide_password=True)}", flush=True
         )
         try:
-            rows.extend(asyncio.run(run_backend(backend, url, seconds, only)))
+            rows.extend(
+                asyncio.run(run_backend(backend, url, seconds, only, jobs_redis(args.jobs)))
+            )
         except BackendUnavailable as exc:
             print(f"  [{backend}] skipped: {exc}", flush=True)
             continue

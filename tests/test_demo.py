@@ -45,8 +45,9 @@ async def test_demo_data_is_complete_and_idempotent(
     assert imax_classes["couple"] > 0
     assert len(movies) == 8
     assert showtimes
+    # A week ahead: today's shows may all be over already (late in the evening).
     assert len(days) >= 6
-    assert max(days) - min(days) >= dt.timedelta(days=6)
+    assert max(days) - dt.datetime.now(dt.UTC).date() >= dt.timedelta(days=6)
 
     # The commerce side: a menu, a code for first bookings, theater VAT rates.
     snacks = (await client.get("/api/snacks")).json()["snacks"]

@@ -291,7 +291,10 @@ def _wrk(
         "--",
         *args,
     ]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    output = done.stdout
     for line in output.splitlines():
         if line.startswith("BENCH_JSON "):
             result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
@@ -343,6 +346,21 @@ async def release_all_holds(database: Database) -> None:
         await session.execute(text("UPDATE holds SET status = 'released' WHERE status = 'active'"))
 
 
+async def settle(database: Database) -> None:
+    """Between scenarios: dead row versions cleaned and statistics gathered, as autovacuum
+    does on a server left to its defaults, so each scenario starts from the state a running
+    server is normally in. (The PostgreSQL on the development machines runs with autovacuum
+    off; within a scenario the statements must, and do, keep fast plans on stale
+    statistics.)"""
+    async with database.engine.connect() as connection:
+        if database.backend == "postgresql":
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("VACUUM (ANALYZE)"))
+        else:
+            await connection.execute(text("ANALYZE"))
+            await connection.commit()
+
+
 async def double_sales(database: Database) -> dict[str, int]:
     async with database.session(write=False) as session:
         doubles = await session.scalar(
@@ -378,8 +396,7 @@ async def run_backend(
     database = Database(create_engine(url))
     started = time.perf_counter()
     data = await dataset.build(database, SECRET)
-    async with database.session() as session:  # statistics, as autovacuum would gather them
-        await session.execute(text("ANALYZE"))
+    await settle(database)
     print(f"  [{backend}] data set built in {time.perf_counter() - started:.1f} s", flush=True)
     (work / "dataset.json").write_text(json.dumps(data.to_json()))
 
@@ -453,6 +470,7 @@ async def run_backend(
         )
         rows.append(raw)
         await release_all_holds(database)
+        await settle(database)
         if wanted("c holds"):
             row = wrk_row(
                 backend,
@@ -463,6 +481,7 @@ async def run_backend(
             row.ceiling, row.ratio = "raw hold", row.per_second / raw.per_second
             rows.append(row)
             await release_all_holds(database)
+            await settle(database)
         flow_ceiling = flow_row(
             backend,
             "ceiling: 4-step flow",
@@ -482,6 +501,7 @@ async def run_backend(
             )
             row.detail.update(jobs_after(server))
             rows.append(row)
+            await settle(database)
         if wanted("e purchases"):
             row = flow_row(
                 backend,

@@ -37,7 +37,7 @@ from boxoffice.accounts.schemas import (
 from boxoffice.core.db import SessionDep
 from boxoffice.core.ratelimit import client_ip, limited
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams, reject_empty_patch
+from boxoffice.core.schema import Page, reject_empty_patch
 from boxoffice.loyalty import service as loyalty
 from boxoffice.notifications import service as notifications
 from boxoffice.notifications.schemas import NotificationChannels
@@ -272,7 +272,7 @@ async def revoke_all_sessions(
 async def list_users(
     _: AdminUser,
     session: SessionDep,
-    page: Annotated[PageParams, Depends()],
+    page: Page,
     search: Annotated[str | None, Query(max_length=100)] = None,
     role: Annotated[str | None, Query(max_length=20)] = None,
 ) -> UserPage:

@@ -13,7 +13,7 @@ from boxoffice.accounts.permissions import Permission
 from boxoffice.audit import service
 from boxoffice.audit.schemas import AuditEntryOut, AuditPage
 from boxoffice.core.db import SessionDep
-from boxoffice.core.schema import AwareDatetime, PageParams
+from boxoffice.core.schema import AwareDatetime, Page
 
 router = APIRouter(prefix="/api/admin", tags=["admin: audit"])
 
@@ -24,7 +24,7 @@ AuditReader = Annotated[User, Depends(require(Permission.AUDIT_READ))]
 async def audit_log(
     _: AuditReader,
     session: SessionDep,
-    page: Annotated[PageParams, Depends()],
+    page: Page,
     actor_id: Annotated[uuid.UUID | None, Query(alias="actorId")] = None,
     entity_type: Annotated[str | None, Query(alias="entityType", max_length=32)] = None,
     entity_id: Annotated[str | None, Query(alias="entityId", max_length=64)] = None,

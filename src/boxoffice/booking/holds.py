@@ -9,6 +9,7 @@ re-check the condition on the locked row, SQLite runs one writer at a time.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -36,10 +37,10 @@ from boxoffice.booking.exceptions import (
     TooManySeats,
 )
 from boxoffice.booking.models import Hold, HoldStatus
-from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest
+from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, ReleaseVerdict
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import sqlite_write_connection
+from boxoffice.core.db import Database, sqlite_write_connection
 from boxoffice.scheduling.exceptions import SeatsUnavailable, ShowtimeNotFound, UnknownSeats
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
 from boxoffice.scheduling.service import get_showtime, resolve_labels, seat_is_free
@@ -295,18 +296,35 @@ def _new_hold(
 
 
 async def lock_seats(
-    session: AsyncSession,
+    database: Database,
     settings: Settings,
     user_id: uuid.UUID,
     showtime_id: uuid.UUID,
     labels: Sequence[str],
 ) -> Hold:
     """Hold exactly these seats for the customer (whose token was valid: the account is
-    checked here), replacing the customer's previous hold on the showtime."""
+    checked here), replacing the customer's previous hold on the showtime. One unit of work:
+    PostgreSQL's one statement in autocommit, or one write session."""
     wanted = list(dict.fromkeys(labels))
     _check_count(settings, len(wanted))
-    if session.get_bind().dialect.name == "postgresql" or sqlite_write_connection(session):
-        return await _lock_seats_at_once(session, settings, user_id, showtime_id, wanted)
+    if database.backend == "postgresql":
+        return await _lock_seats_at_once(database, None, settings, user_id, showtime_id, wanted)
+    async with database.session() as session:
+        sqlite = sqlite_write_connection(session)
+        if sqlite is not None:
+            return await _lock_seats_at_once(
+                database, sqlite, settings, user_id, showtime_id, wanted
+            )
+        return await _lock_seats_generic(session, settings, user_id, showtime_id, wanted)
+
+
+async def _lock_seats_generic(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    showtime_id: uuid.UUID,
+    wanted: list[str],
+) -> Hold:
     # MariaDB here (PostgreSQL always holds in one statement). With a cap, the customer's row
     # is read locked first, so their holds take turns and the count below (a later statement,
     # READ COMMITTED) sees every hold made before (see `_take_turn`).
@@ -335,7 +353,8 @@ async def lock_seats(
 
 
 async def _lock_seats_at_once(
-    session: AsyncSession,
+    database: Database,
+    sqlite: sqlite3.Connection | None,
     settings: Settings,
     user_id: uuid.UUID,
     showtime_id: uuid.UUID,
@@ -357,13 +376,12 @@ async def _lock_seats_at_once(
         need_verified=settings.require_verified_email,
         max_held=settings.max_held_seats_per_customer,
     )
-    sqlite = sqlite_write_connection(session)
-    if sqlite is not None:
+    if sqlite is not None:  # inside the write session's turn
         verdict = holds_sqlite.hold(sqlite, request)
     else:
-        verdict = await holds_postgres.hold(session, request)
+        verdict = await holds_postgres.hold(database, request)
         if verdict.raced:  # rare: the same customer held elsewhere meanwhile
-            verdict = await holds_postgres.hold(session, request, locked=True)
+            verdict = await holds_postgres.hold(database, request, locked=True)
             if verdict.raced:
                 raise RuntimeError("the customer's row changed while it was locked")
     if verdict.done:
@@ -530,22 +548,30 @@ async def extend(
     return hold
 
 
-async def release(session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID) -> None:
-    """Give the seats back at once. Releasing twice is fine; a booked hold is not released."""
-    sqlite = sqlite_write_connection(session)
-    if sqlite is not None or session.get_bind().dialect.name == "postgresql":
-        verdict = (
-            holds_sqlite.release(sqlite, hold_id=token, user_id=user_id)
-            if sqlite is not None
-            else await holds_postgres.release(session, hold_id=token, user_id=user_id)
-        )
-        if not verdict.customer_active:
-            raise invalid_token()
-        if not verdict.found:
-            raise HoldNotFound("No such hold.")
-        if verdict.status == HoldStatus.CONVERTED:
-            raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
+async def release(database: Database, user_id: uuid.UUID, token: uuid.UUID) -> None:
+    """Give the seats back at once. Releasing twice is fine; a booked hold is not released.
+    One unit of work, as `lock_seats`."""
+    if database.backend == "postgresql":
+        _judge_release(await holds_postgres.release(database, hold_id=token, user_id=user_id))
         return
+    async with database.session() as session:
+        sqlite = sqlite_write_connection(session)
+        if sqlite is not None:
+            _judge_release(holds_sqlite.release(sqlite, hold_id=token, user_id=user_id))
+        else:
+            await _release_generic(session, user_id, token)
+
+
+def _judge_release(verdict: ReleaseVerdict) -> None:
+    if not verdict.customer_active:
+        raise invalid_token()
+    if not verdict.found:
+        raise HoldNotFound("No such hold.")
+    if verdict.status == HoldStatus.CONVERTED:
+        raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
+
+
+async def _release_generic(session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID) -> None:
     await active_user(session, user_id)
     hold = await _own_hold(session, user_id, token, for_update=True)
     if hold.status == HoldStatus.CONVERTED:

@@ -38,11 +38,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, ReleaseVerdict
-
-AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+from boxoffice.core.db import Database
 
 # Parameters: $1 user_id, $2 showtime_id, $3 labels, $4 now, $5 need_verified,
 # $6 closes_after, $7 count, $8 hold_id, $9 labels_json, $10 expires, $11 max_held (0: no cap),
@@ -163,16 +162,18 @@ SELECT status, mine, customer, (SELECT count(*) FROM marked) AS marked FROM targ
 """
 
 
-async def hold(session: AsyncSession, request: HoldRequest, *, locked: bool = False) -> HoldVerdict:
+async def hold(database: Database, request: HoldRequest, *, locked: bool = False) -> HoldVerdict:
     """The hold statement in autocommit; `locked`: in a transaction that first locks the
     customer's row (after a `raced` verdict)."""
     if locked:
-        # A new transaction on a new connection: the autocommit one goes back to the pool.
-        await session.commit()
-        connection = await session.connection()
-        await connection.exec_driver_sql(_LOCK_CUSTOMER_SQL, (request.user_id,))
-    else:
-        connection = await session.connection(execution_options=AUTOCOMMIT)
+        async with database.transaction() as connection:
+            await connection.exec_driver_sql(_LOCK_CUSTOMER_SQL, (request.user_id,))
+            return await _hold(connection, request)
+    async with database.autocommit_connection() as connection:
+        return await _hold(connection, request)
+
+
+async def _hold(connection: AsyncConnection, request: HoldRequest) -> HoldVerdict:
     # Plain SQL for the driver: SQLAlchemy's compile and parameter processing of a statement
     # this size cost about as much CPU as running it.
     row = (
@@ -208,11 +209,9 @@ async def hold(session: AsyncSession, request: HoldRequest, *, locked: bool = Fa
     )
 
 
-async def release(
-    session: AsyncSession, *, hold_id: uuid.UUID, user_id: uuid.UUID
-) -> ReleaseVerdict:
-    connection = await session.connection(execution_options=AUTOCOMMIT)
-    row = (await connection.exec_driver_sql(_RELEASE_SQL, (user_id, hold_id))).first()
+async def release(database: Database, *, hold_id: uuid.UUID, user_id: uuid.UUID) -> ReleaseVerdict:
+    async with database.autocommit_connection() as connection:
+        row = (await connection.exec_driver_sql(_RELEASE_SQL, (user_id, hold_id))).first()
     if row is None:
         return ReleaseVerdict(found=False, customer_active=True, status=None, released=False)
     return ReleaseVerdict(

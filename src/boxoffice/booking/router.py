@@ -32,10 +32,10 @@ from boxoffice.booking.schemas import (
     TheaterBrief,
 )
 from boxoffice.core import idempotency
-from boxoffice.core.db import SessionDep
+from boxoffice.core.db import DatabaseDep, SessionDep
 from boxoffice.core.ratelimit import limited
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 from boxoffice.payments.service import PaymentContext
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["booking"])
@@ -75,12 +75,13 @@ def booking_out(view: service.BookingView) -> BookingOut:
     responses={409: {"description": "seats_unavailable, showtime_closed or hold_limit"}},
 )
 async def lock_seats(
-    body: LockSeatsIn, request: Request, claims: TokenClaims, session: SessionDep
+    body: LockSeatsIn, request: Request, claims: TokenClaims, database: DatabaseDep
 ) -> HoldOut:
     # The hottest write of an onsale: the service checks the account itself, in the same
-    # statement as the hold on PostgreSQL (see booking.holds_postgres).
+    # statement as the hold on PostgreSQL (see booking.holds_postgres), and opens its own
+    # unit of work (no session on PostgreSQL).
     hold = await holds.lock_seats(
-        session, request.app.state.settings, claims.user_id, body.showtime_id, body.seat_numbers
+        database, request.app.state.settings, claims.user_id, body.showtime_id, body.seat_numbers
     )
     return _hold_out(hold)
 
@@ -119,8 +120,10 @@ async def extend_lock(
 
 
 @router.delete("/bookings/lock-seats/{lock_token}", status_code=status.HTTP_204_NO_CONTENT)
-async def release_lock(lock_token: uuid.UUID, claims: TokenClaims, session: SessionDep) -> Response:
-    await holds.release(session, claims.user_id, lock_token)
+async def release_lock(
+    lock_token: uuid.UUID, claims: TokenClaims, database: DatabaseDep
+) -> Response:
+    await holds.release(database, claims.user_id, lock_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -191,9 +194,7 @@ async def get_booking(
 
 
 @router.get("/me/bookings", response_model=BookingPage)
-async def my_bookings(
-    user: CurrentUser, session: SessionDep, page: Annotated[PageParams, Depends()]
-) -> BookingPage:
+async def my_bookings(user: CurrentUser, session: SessionDep, page: Page) -> BookingPage:
     views, total = await service.list_user_bookings(
         session, user.id, offset=page.offset, limit=page.limit
     )

@@ -20,13 +20,12 @@ from boxoffice.catalog.schemas import (
 )
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["catalog"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: catalog"])
 
 _manage = [Depends(require(Permission.CATALOG_MANAGE))]
-Page = Annotated[PageParams, Depends()]
 Genre = Annotated[OneLine | None, Query(max_length=40, description="One genre, case-insensitive")]
 Search = Annotated[
     OneLine | None,

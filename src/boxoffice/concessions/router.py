@@ -29,7 +29,7 @@ from boxoffice.concessions.schemas import (
 from boxoffice.core import idempotency
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 from boxoffice.payments.service import PaymentContext
 
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["concessions"])
@@ -39,7 +39,6 @@ admin_router = APIRouter(
 
 Manager = Annotated[User, Depends(require(Permission.CONCESSIONS_MANAGE))]
 Cashier = Annotated[User, Depends(require(Permission.CONCESSIONS_PICKUP))]
-Page = Annotated[PageParams, Depends()]
 Category = Annotated[str | None, Query(max_length=32, description="One category, case-insensitive")]
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import JSON, DateTime, Integer, MetaData, Numeric, event, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -259,6 +260,7 @@ class Database:
         )
         self._writer = async_sessionmaker(engine, expire_on_commit=False)
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
+        self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite has one writer at a time. Writers take turns: in this process first come first
         # served (an asyncio lock), across server processes through a lock file, rather than
         # all polling SQLite's own lock (busy_timeout): a poller sleeps between tries and keeps
@@ -307,6 +309,21 @@ class Database:
                 await _run_after_commit(session)
             raise
         await _run_after_commit(session)  # outside the turn: mail may be slow
+
+    @asynccontextmanager
+    async def autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in autocommit, for a write that is one statement and so atomic
+        by itself (PostgreSQL's hold and release): no session, no transaction to manage.
+        Measured on a hold and its release: 0.3 ms less CPU per pair than through a session
+        dependency. Not for SQLite, whose writers take turns through `session()`."""
+        async with self._autocommit_engine.connect() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in one transaction, committed when the block ends."""
+        async with self.engine.begin() as connection:
+            yield connection
 
     def sqlite_connection(self) -> sqlite3.Connection | None:
         """A plain `sqlite3` connection to a file database, for the few hot writes that run
@@ -410,3 +427,12 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the session commits when the handler returns, before the answer is sent.
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+
+
+async def _database(request: Request) -> Database:
+    # async: FastAPI runs a plain function dependency in a worker thread (~0.1 ms a request).
+    return get_database(request)
+
+
+# For handlers that open what they need themselves (the hot hold and release).
+DatabaseDep = Annotated[Database, Depends(_database)]

@@ -17,7 +17,7 @@ from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
 from boxoffice.core.errors import Unprocessable
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 from boxoffice.distribution import service
 from boxoffice.distribution.models import SettlementStatus
 from boxoffice.distribution.schemas import (
@@ -39,7 +39,6 @@ admin_router = APIRouter(
 )
 
 Manager = Annotated[User, Depends(require(Permission.DISTRIBUTION_MANAGE))]
-Page = Annotated[PageParams, Depends()]
 From = Annotated[dt.date | None, Query(alias="from", description="First week start (inclusive)")]
 To = Annotated[dt.date | None, Query(alias="to", description="Last week start (inclusive)")]
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from boxoffice.accounts.deps import CurrentUser
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 from boxoffice.loyalty import service
 from boxoffice.loyalty.schemas import PointsOut
 
@@ -21,9 +19,7 @@ router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["loyalty"])
     response_model=PointsOut,
     summary="Your points balance, tier and points history (newest first)",
 )
-async def my_points(
-    user: CurrentUser, session: SessionDep, page: Annotated[PageParams, Depends()]
-) -> PointsOut:
+async def my_points(user: CurrentUser, session: SessionDep, page: Page) -> PointsOut:
     view, entries, total = await service.statement(
         session, user.id, offset=page.offset, limit=page.limit
     )

@@ -33,7 +33,8 @@ from boxoffice.payments.service import PaymentContext
 router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["payments"])
 
 
-def _payment_context(request: Request) -> PaymentContext:
+async def _payment_context(request: Request) -> PaymentContext:
+    # async: FastAPI runs a plain function dependency in a worker thread.
     return PaymentContext.of(request.app)
 
 

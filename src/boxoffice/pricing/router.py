@@ -12,7 +12,7 @@ from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams, reject_empty_patch
+from boxoffice.core.schema import Page, reject_empty_patch
 from boxoffice.pricing import service
 from boxoffice.pricing.schemas import (
     PricingRuleCreate,
@@ -26,7 +26,6 @@ router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["pricing"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: pricing"])
 
 PricingManager = Annotated[User, Depends(require(Permission.PRICING_MANAGE))]
-Page = Annotated[PageParams, Depends()]
 
 
 @router.get(

@@ -13,7 +13,7 @@ from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
 from boxoffice.core.ratelimit import limited
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 from boxoffice.promotions import service
 from boxoffice.promotions.schemas import (
     PromoCheckIn,
@@ -29,7 +29,6 @@ router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["promotions"]
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: promotions"])
 
 Manager = Annotated[User, Depends(require(Permission.PROMOTIONS_MANAGE))]
-Page = Annotated[PageParams, Depends()]
 # Guessing codes: by default 10 lookups a minute per customer, 60 per client address (many
 # customers may share one); BOXOFFICE_RATE_LIMIT_PROMO_CHECK(_PER_IP).
 _check_limit = Depends(limited("promo-check"))

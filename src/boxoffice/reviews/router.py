@@ -13,7 +13,7 @@ from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
 from boxoffice.core.errors import Forbidden
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 from boxoffice.reviews import service
 from boxoffice.reviews.schemas import (
     HelpfulOut,
@@ -29,7 +29,6 @@ router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["reviews"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: reviews"])
 
 Moderator = Annotated[User, Depends(require(Permission.REVIEWS_MODERATE))]
-Page = Annotated[PageParams, Depends()]
 
 
 @router.get(

@@ -13,7 +13,7 @@ from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams, reject_empty_patch
+from boxoffice.core.schema import Page, reject_empty_patch
 from boxoffice.scheduling import service
 from boxoffice.scheduling.schemas import (
     BlockSeats,
@@ -102,7 +102,7 @@ async def create_showtime(
 @admin_router.get("/showtimes", response_model=ShowtimePage, dependencies=[ManageSchedule])
 async def list_showtimes(
     session: SessionDep,
-    page: Annotated[PageParams, Depends()],
+    page: Page,
     theater_id: Annotated[uuid.UUID | None, Query(alias="theaterId")] = None,
     screen_id: Annotated[uuid.UUID | None, Query(alias="screenId")] = None,
     movie_id: Annotated[uuid.UUID | None, Query(alias="movieId")] = None,

@@ -12,7 +12,7 @@ from boxoffice.accounts.deps import require
 from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute
-from boxoffice.core.schema import PageParams
+from boxoffice.core.schema import Page
 from boxoffice.venues import service
 from boxoffice.venues.models import City, Screen, Seat
 from boxoffice.venues.schemas import (
@@ -38,7 +38,6 @@ router = APIRouter(prefix="/api", route_class=RetryingRoute, tags=["venues"])
 admin_router = APIRouter(prefix="/api/admin", route_class=RetryingRoute, tags=["admin: venues"])
 
 _manage = [Depends(require(Permission.VENUES_MANAGE))]
-Page = Annotated[PageParams, Depends()]
 CityFilter = Annotated[uuid.UUID | None, Query(alias="cityId", description="Only this city's")]
 TheaterFilter = Annotated[
     uuid.UUID | None, Query(alias="theaterId", description="Only this theater's")

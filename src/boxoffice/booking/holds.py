@@ -40,7 +40,7 @@ from boxoffice.booking.models import Hold, HoldStatus
 from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, ReleaseVerdict
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import Database, sqlite_write_connection
+from boxoffice.core.db import Database
 from boxoffice.scheduling.exceptions import SeatsUnavailable, ShowtimeNotFound, UnknownSeats
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
 from boxoffice.scheduling.service import get_showtime, resolve_labels, seat_is_free
@@ -309,12 +309,12 @@ async def lock_seats(
     _check_count(settings, len(wanted))
     if database.backend == "postgresql":
         return await _lock_seats_at_once(database, None, settings, user_id, showtime_id, wanted)
-    async with database.session() as session:
-        sqlite = sqlite_write_connection(session)
+    async with database.sqlite_write_turn() as sqlite:
         if sqlite is not None:
             return await _lock_seats_at_once(
                 database, sqlite, settings, user_id, showtime_id, wanted
             )
+    async with database.session() as session:  # MariaDB
         return await _lock_seats_generic(session, settings, user_id, showtime_id, wanted)
 
 
@@ -554,12 +554,12 @@ async def release(database: Database, user_id: uuid.UUID, token: uuid.UUID) -> N
     if database.backend == "postgresql":
         _judge_release(await holds_postgres.release(database, hold_id=token, user_id=user_id))
         return
-    async with database.session() as session:
-        sqlite = sqlite_write_connection(session)
+    async with database.sqlite_write_turn() as sqlite:
         if sqlite is not None:
             _judge_release(holds_sqlite.release(sqlite, hold_id=token, user_id=user_id))
-        else:
-            await _release_generic(session, user_id, token)
+            return
+    async with database.session() as session:  # MariaDB
+        await _release_generic(session, user_id, token)
 
 
 def _judge_release(verdict: ReleaseVerdict) -> None:

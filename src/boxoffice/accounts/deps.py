@@ -40,10 +40,22 @@ def _claims(request: Request, credentials: HTTPAuthorizationCredentials) -> Acce
     return claims
 
 
+# The bearer credentials, if any, unchecked: for a handler that reads the account only when
+# there is one (the seat map), with `optional_user`.
+OptionalCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def optional_user(
+    request: Request, session: AsyncSession, credentials: HTTPAuthorizationCredentials | None
+) -> User | None:
+    """The signed-in caller, or None for an anonymous one (what `OptionalUser` gives)."""
+    return await _optional_user(request, session, credentials)
+
+
 async def _optional_user(
     request: Request,
     session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: OptionalCredentials,
 ) -> User | None:
     if credentials is None:
         return None

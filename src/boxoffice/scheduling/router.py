@@ -8,10 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from boxoffice.accounts.deps import OptionalUser, require
+from boxoffice.accounts.deps import OptionalCredentials, optional_user, require
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
-from boxoffice.core.db import SessionDep
+from boxoffice.core.db import DatabaseDep, SessionDep
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import Page, reject_empty_patch
 from boxoffice.scheduling import service
@@ -63,13 +63,22 @@ async def get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeO
 
 @router.get("/showtimes/{showtime_id}/seats", response_model=SeatMapOut)
 async def get_seat_map(
-    request: Request, session: SessionDep, showtime_id: uuid.UUID, user: OptionalUser
+    request: Request,
+    showtime_id: uuid.UUID,
+    database: DatabaseDep,
+    credentials: OptionalCredentials,
 ) -> Response:
     """The seat map: every sellable seat by row with its state and price (pricing rules
     applied); with a token, the caller's own held seats say `heldByYou`."""
+    # The hottest read of an onsale: an anonymous map opens no session (the renderer reads
+    # the states on one autocommit connection); a signed-in one reads the account first.
+    user: User | None = None
+    if credentials is not None:
+        async with database.session(write=False) as session:
+            user = await optional_user(request, session, credentials)
     renderer: SeatMapRenderer = request.app.state.seat_maps
     body = await renderer.render(
-        session,
+        database,
         showtime_id,
         user.id if user is not None else None,
         price_cache_seconds=request.app.state.settings.price_cache_seconds,

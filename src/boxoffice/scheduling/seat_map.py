@@ -124,7 +124,7 @@ class SeatMapRenderer:
 
     async def render(
         self,
-        session: AsyncSession,
+        database: Database,
         showtime_id: uuid.UUID,
         user_id: uuid.UUID | None = None,
         now: dt.datetime | None = None,
@@ -133,9 +133,13 @@ class SeatMapRenderer:
     ) -> bytes:
         """The seat map as JSON bytes; with `user_id`, that customer's held seats say
         `heldByYou`. Rule prices are reused for `price_cache_seconds` (see the module
-        docstring). Raises `ShowtimeNotFound`."""
+        docstring). Raises `ShowtimeNotFound`.
+
+        The renderer opens what it reads with: the states need one autocommit connection on
+        PostgreSQL (no session: ~0.15 ms of a map's ~0.9 ms of CPU), the plain connection on a
+        SQLite file; a reader session only when a layout or a pricing basis must be loaded."""
         now = now or utcnow()
-        head, states = await _head_and_states(session, showtime_id, user_id, now)
+        head, states = await _head_and_states(database, showtime_id, user_id, now)
         layout = self._layouts.get(showtime_id)
         if not self._fits(layout, head, states):
             # An onsale opens with many requests for a showtime nobody has asked for yet:
@@ -143,7 +147,8 @@ class SeatMapRenderer:
             async with self._loading.setdefault(showtime_id, asyncio.Lock()):
                 layout = self._layouts.get(showtime_id)
                 if not self._fits(layout, head, states):
-                    layout = await _load_layout(session, showtime_id, head)
+                    async with database.session(write=False) as session:
+                        layout = await _load_layout(session, showtime_id, head)
                     self._layouts[showtime_id] = layout
                     if len(self._layouts) > self._capacity:
                         self._layouts.popitem(last=False)
@@ -153,7 +158,7 @@ class SeatMapRenderer:
         assert layout is not None
         if isinstance(states, dict):
             states = "".join(states[seat_id] for seat_id in layout.seat_ids)
-        priced = await self._priced(session, showtime_id, layout, price_cache_seconds)
+        priced = await self._priced(database, showtime_id, layout, price_cache_seconds)
         prices, endings = _prices_at(priced, layout, states)
         if layout.last and layout.last[0][0] == states and layout.last[0][1] == prices:
             return layout.last[0][2]
@@ -163,7 +168,7 @@ class SeatMapRenderer:
 
     @staticmethod
     async def _priced(
-        session: AsyncSession, showtime_id: uuid.UUID, layout: _Layout, ttl: float
+        database: Database, showtime_id: uuid.UUID, layout: _Layout, ttl: float
     ) -> _Priced:
         """The layout's pricing basis, read again when it expired or rules changed. While one
         request re-reads it, the others keep using the previous one."""
@@ -177,7 +182,8 @@ class SeatMapRenderer:
         if current is not None:
             current.refreshing = True
         try:
-            basis = await pricing.pricing_basis(session, showtime_id)
+            async with database.session(write=False) as session:
+                basis = await pricing.pricing_basis(session, showtime_id)
         finally:
             if current is not None:
                 current.refreshing = False
@@ -295,31 +301,31 @@ def _sqlite_head_and_states(
 
 
 async def _head_and_states(
-    session: AsyncSession, showtime_id: uuid.UUID, user_id: uuid.UUID | None, now: dt.datetime
+    database: Database, showtime_id: uuid.UUID, user_id: uuid.UUID | None, now: dt.datetime
 ) -> tuple[tuple[Any, ...], str | dict[uuid.UUID, str]]:
     """The showtime's head (the layout's cache key) and each seat's state character: a string
     in seat-id order (PostgreSQL, SQLite files), or by seat id (MariaDB's UUID type sorts in
     its own order)."""
-    params = {"showtime_id": showtime_id, "user_id": user_id, "now": now}
-    database: Database | None = session.info.get("database")
-    plain = database.sqlite_connection() if database is not None else None
+    plain = database.sqlite_connection()
     if plain is not None:
         return _sqlite_head_and_states(plain, showtime_id, user_id, now)
-    if session.get_bind().dialect.name == "postgresql":
-        # Plain SQL for the driver: compiling and processing the Core statement cost more CPU
-        # than running it.
-        connection = await session.connection()
-        record = (
-            await connection.exec_driver_sql(_HEAD_AND_STATES_SQL, (showtime_id, user_id, now))
-        ).first()
+    if database.backend == "postgresql":
+        async with database.autocommit_connection() as connection:
+            # Plain SQL for the driver: compiling and processing the Core statement cost more
+            # CPU than running it.
+            record = (
+                await connection.exec_driver_sql(_HEAD_AND_STATES_SQL, (showtime_id, user_id, now))
+            ).first()
         if record is None:
             raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
         return tuple(record)[:-1], record[-1] or ""
-    head = (await session.execute(_HEAD, params)).first()
-    if head is None:
-        raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
-    codes = await session.execute(_STATES_BY_SEAT, params)
-    return tuple(head), {row[0]: row[1] for row in codes}
+    params = {"showtime_id": showtime_id, "user_id": user_id, "now": now}
+    async with database.session(write=False) as session:
+        head = (await session.execute(_HEAD, params)).first()
+        if head is None:
+            raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
+        codes = await session.execute(_STATES_BY_SEAT, params)
+        return tuple(head), {row[0]: row[1] for row in codes}
 
 
 async def _load_layout(

@@ -46,17 +46,11 @@ OptionalCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_be
 
 
 async def optional_user(
-    request: Request, session: AsyncSession, credentials: HTTPAuthorizationCredentials | None
-) -> User | None:
-    """The signed-in caller, or None for an anonymous one (what `OptionalUser` gives)."""
-    return await _optional_user(request, session, credentials)
-
-
-async def _optional_user(
     request: Request,
     session: SessionDep,
     credentials: OptionalCredentials,
 ) -> User | None:
+    """The signed-in caller, or None for an anonymous one (the `OptionalUser` dependency)."""
     if credentials is None:
         return None
     claims = _claims(request, credentials)
@@ -77,13 +71,13 @@ async def _access_claims(
     return _claims(request, credentials)
 
 
-async def _current_user(user: Annotated[User | None, Depends(_optional_user)]) -> User:
+async def _current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
         raise NotAuthenticated("Sign in first: send 'Authorization: Bearer <accessToken>'.")
     return user
 
 
-OptionalUser = Annotated[User | None, Depends(_optional_user)]
+OptionalUser = Annotated[User | None, Depends(optional_user)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 # Only the token's claims, no database read: for hot paths whose own statement checks that
 # the account is active (see booking.holds_postgres).

@@ -376,7 +376,7 @@ async def _lock_seats_at_once(
         need_verified=settings.require_verified_email,
         max_held=settings.max_held_seats_per_customer,
     )
-    if sqlite is not None:  # inside the write session's turn
+    if sqlite is not None:  # inside the write turn
         verdict = holds_sqlite.hold(sqlite, request)
     else:
         verdict = await holds_postgres.hold(database, request)

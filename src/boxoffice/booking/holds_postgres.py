@@ -166,7 +166,7 @@ async def hold(database: Database, request: HoldRequest, *, locked: bool = False
     """The hold statement in autocommit; `locked`: in a transaction that first locks the
     customer's row (after a `raced` verdict)."""
     if locked:
-        async with database.transaction() as connection:
+        async with database.engine.begin() as connection:
             await connection.exec_driver_sql(_LOCK_CUSTOMER_SQL, (request.user_id,))
             return await _hold(connection, request)
     async with database.autocommit_connection() as connection:

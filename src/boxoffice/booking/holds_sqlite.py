@@ -20,10 +20,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, ReleaseVerdict
-
-
-def _when(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+from boxoffice.core.db import sqlite_time
 
 
 def _aware(value: str | None) -> dt.datetime | None:
@@ -82,7 +79,7 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
         verified is None
         or (request.need_verified and not verified)
         or status != "scheduled"
-        or start_time <= _when(request.closes_after)
+        or start_time <= sqlite_time(request.closes_after)
     ):
         return refused
     marks = ",".join("?" * len(labels))
@@ -96,7 +93,7 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     )
     if any(label not in seats for label in labels):
         return replace(refused, known_labels=[label for label in labels if label in seats])
-    stamp, expires = _when(request.now), _when(request.expires)
+    stamp, expires = sqlite_time(request.now), sqlite_time(request.expires)
     # The holds this one replaces and, with the cap, the seats held live on other showtimes.
     mine = conn.execute(
         "SELECT id, showtime_id = ?, json_array_length(seat_labels) FROM holds"

@@ -77,6 +77,12 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+def sqlite_time(value: dt.datetime) -> str:
+    """An aware datetime as a `UTCDateTime` column holds it on SQLite (naive UTC text), for
+    the statements that run on the plain `sqlite3` connection."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Timezone-aware datetimes stored in UTC on every backend.
 
@@ -311,10 +317,10 @@ class Database:
 
     @asynccontextmanager
     async def autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection in autocommit, for a write that is one statement and so atomic
-        by itself (PostgreSQL's hold and release): no session, no transaction to manage.
-        Measured on a hold and its release: 0.3 ms less CPU per pair than through a session
-        dependency. Not for SQLite, whose writers take turns through `session()`."""
+        """A pooled connection in autocommit, for work that is one statement and so atomic by
+        itself (PostgreSQL's hold and release, the seat map's states): no session, no
+        transaction to manage (a hold and its release: 0.2 ms less CPU per pair than through a
+        request session). Not for SQLite writes, which take turns (`sqlite_write_turn`)."""
         async with self._autocommit_engine.connect() as connection:
             yield connection
 
@@ -328,12 +334,6 @@ class Database:
             yield None
             return
         async with self._write_turn:
-            yield connection
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection in one transaction, committed when the block ends."""
-        async with self.engine.begin() as connection:
             yield connection
 
     def sqlite_connection(self) -> sqlite3.Connection | None:
@@ -436,5 +436,5 @@ async def _database(request: Request) -> Database:
     return get_database(request)
 
 
-# For handlers that open what they need themselves (the hot hold and release).
+# For handlers that open what they need themselves (hold, release, seat map).
 DatabaseDep = Annotated[Database, Depends(_database)]

@@ -74,13 +74,9 @@ class Pagination(CamelModel):
 
 
 class PageParams:
-    """`?page=1&limit=20` (limit at most 100) as a dependency."""
+    """`?page=1&limit=20` (limit at most 100), read by the `Page` dependency."""
 
-    def __init__(
-        self,
-        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    ) -> None:
+    def __init__(self, page: int = 1, limit: int = 20) -> None:
         self.page = page
         self.limit = limit
 

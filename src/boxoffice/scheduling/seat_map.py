@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.booking.models import Hold, HoldStatus
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import Database, UTCDateTime
+from boxoffice.core.db import Database, UTCDateTime, sqlite_time
 from boxoffice.pricing import service as pricing
 from boxoffice.pricing.rules import occupancy
 from boxoffice.scheduling.exceptions import ShowtimeNotFound
@@ -292,7 +292,7 @@ def _sqlite_head_and_states(
     codes = connection.execute(
         _SQLITE_STATES,
         {
-            "now": now.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "now": sqlite_time(now),
             "user": user_id.hex if user_id is not None else None,
             "showtime": showtime_id.hex,
         },

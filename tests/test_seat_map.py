@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
+from boxoffice.accounts.models import User
 from boxoffice.pricing.service import seat_price
 from boxoffice.scheduling.schemas import SeatMapOut
 from boxoffice.venues.models import Seat
@@ -136,6 +137,30 @@ async def test_seat_map_of_unknown_showtime(client: httpx.AsyncClient) -> None:
     assert missing.json()["code"] == "not_found"
     assert (await client.get(f"/api/showtimes/{uuid.uuid4()}")).status_code == 404
     assert (await client.get("/api/showtimes/not-a-uuid/seats")).status_code == 422
+
+
+async def test_seat_map_refuses_a_bad_token_instead_of_answering_anonymously(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    # The route reads the account itself, only when a token comes (an anonymous map opens no
+    # session): a token that is not valid, or whose account is gone, is still refused.
+    venue = await seed_venue(app, rows=2, seats_per_row=2)
+    showtime_id = await make_showtime(client, app, venue)
+    url = f"/api/showtimes/{showtime_id}/seats"
+    customer = await make_user(app)
+    assert (await client.get(url, headers=customer.headers)).status_code == 200
+
+    forged = await client.get(url, headers={"Authorization": "Bearer not-a-token"})
+    assert forged.status_code == 401
+    assert forged.headers["content-type"].startswith("application/problem+json")
+    assert forged.json()["code"] == "invalid_token"
+
+    async with app.state.db.session() as session:
+        await session.execute(update(User).where(User.id == customer.id).values(is_active=False))
+    gone = await client.get(url, headers=customer.headers)
+    assert gone.status_code == 401
+    assert gone.json()["code"] == "invalid_token"
+    assert (await client.get(url)).status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,9 +5,10 @@
 * `POST /bench/raw/lock-seats` and `DELETE /bench/raw/lock-seats/{token}` do the same hold
   (and release) as `/api/bookings/lock-seats` with the raw driver in one statement and no
   checks beyond the seat condition: what the database allows at all (the database ceiling).
-  On PostgreSQL this is asyncpg; on SQLite the standard library's sqlite3 (one short write
-  transaction, since SQLite has no data-modifying CTE, run on the event loop inside the
-  write turn).
+  On PostgreSQL this is asyncpg (its pool with no reset round trip on release, like the
+  app's own pool for these statements, core.pgdriver); on SQLite the standard library's
+  sqlite3 (one short write transaction, since SQLite has no data-modifying CTE, run on the
+  event loop inside the write turn).
 
 Started by `bench/run.py` as `uvicorn bench.ceilings:create_bench_app --factory --workers 2`.
 """
@@ -53,6 +54,10 @@ FROM hold WHERE ss.showtime_id = hold.showtime_id AND ss.hold_id = hold.id
 """
 
 
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Nothing to reset: the ceiling's statements leave no session state."""
+
+
 class RawHoldIn(BaseModel):
     showtimeId: uuid.UUID
     seatNumbers: list[str]
@@ -82,6 +87,8 @@ def create_bench_app() -> FastAPI:
                     database=url.database,
                     min_size=4,
                     max_size=10,
+                    # As the app's own pool (core.pgdriver): no reset round trip on release.
+                    reset=_keep_session,
                 )
             return state["pool"]
 

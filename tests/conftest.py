@@ -216,6 +216,7 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         "var_dir": var_dir,
         "secret_key": TEST_SECRET,
         "database_pool_size": 5,
+        "database_hot_pool_size": 3,
         "log_level": "WARNING",
         # Cheap argon2 so the suite does not spend minutes hashing test passwords.
         "argon2_time_cost": 1,

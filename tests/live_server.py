@@ -93,6 +93,9 @@ def server_env(backend: Backend, var_dir: Path, **settings: Any) -> dict[str, st
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
         "rate_limit_enabled": "false",
+        # Two workers, and tests that run two servers at once: within the test PostgreSQL's
+        # 100 connections.
+        "database_hot_pool_size": 4,
     }
     values.update(settings)
     env.update({f"BOXOFFICE_{name.upper()}": str(value) for name, value in values.items()})

@@ -9,7 +9,7 @@ are the same however many seats a map or a booking has.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import httpx
@@ -66,16 +66,22 @@ def counted(app: FastAPI) -> Iterator[list[str]]:
     statements: list[str] = []
     engine = app.state.db.engine.sync_engine
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def sent(statement: str) -> None:
         statements.append(" ".join(statement.split())[:120])
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent(statement)
 
     event.listen(engine, "before_cursor_execute", record)
     # SQLite's hot writes run on a plain sqlite3 connection (booking.holds_sqlite).
     plain = app.state.db.sqlite_connection()
     if plain is not None:
-        plain.set_trace_callback(lambda sql: statements.append(" ".join(sql.split())[:120]))
+        plain.set_trace_callback(sent)
+    # PostgreSQL's run on asyncpg's own pool (core.pgdriver), told by asyncpg's query logger.
+    driver = app.state.db.driver
     try:
-        yield statements
+        with driver.statements(sent) if driver is not None else nullcontext():
+            yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
         if plain is not None:

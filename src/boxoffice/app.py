@@ -190,14 +190,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hardening=Hardening(settings, docs_paths),
     )
 
+    # Starlette tries the routes in order, one regex match each: the onsale's (seat maps,
+    # holds) go first. No two routes match the same request (tests/test_routes.py), so the
+    # order changes nothing else.
     add_routes(
         app,
+        scheduling_router,
+        booking_router,
         ops_router,
         accounts_router,
         venues_router,
         catalog_router,
-        scheduling_router,
-        booking_router,
         tickets_router,
         documents_router,
         payments_router,

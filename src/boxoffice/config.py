@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     database_url: str = ""
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL: asyncpg's own pool for the one-statement hot paths (hold, release, seat
+    # map; core.pgdriver), besides the engine's, opened by the first such request.
+    database_hot_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: str | None = None
     secret_key: SecretStr | None = None
     log_level: str = "INFO"

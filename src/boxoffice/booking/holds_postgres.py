@@ -1,4 +1,5 @@
-"""PostgreSQL's hold and release: each one statement, one round trip, in autocommit.
+"""PostgreSQL's hold and release: each one statement, one round trip, in autocommit, on
+asyncpg's own pool (core.pgdriver).
 
 The same rules as `holds.lock_seats` and `holds.release` (which SQLite and MariaDB run), put
 into one statement of data-modifying CTEs so that a hold costs the database one round trip
@@ -37,22 +38,23 @@ from __future__ import annotations
 
 import json
 import uuid
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import Any
 
 from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, ReleaseVerdict
 from boxoffice.core.db import Database
+from boxoffice.core.pgdriver import DriverPool
 
 # Parameters: $1 user_id, $2 showtime_id, $3 labels, $4 now, $5 need_verified,
 # $6 closes_after, $7 count, $8 hold_id, $9 labels_json, $10 expires, $11 max_held (0: no cap),
-# $12 staff roles (not capped).
+# $12 staff roles (not capped). Arrays in and out are text[]: asyncpg knows that type, where
+# varchar[] would cost a type lookup on each new connection.
 _HOLD_SQL = """
 WITH customer AS (
     SELECT email_verified_at IS NOT NULL AS verified, xmin AS version FROM users
     WHERE id = $1 AND is_active
 ), me AS MATERIALIZED (
     SELECT xmin AS version FROM users
-    WHERE id = $1 AND is_active AND $11 > 0 AND NOT role = ANY($12)
+    WHERE id = $1 AND is_active AND $11 > 0 AND NOT role = ANY($12::text[])
     FOR NO KEY UPDATE
 ), show AS (
     SELECT screen_id, status, start_time FROM showtimes WHERE id = $2
@@ -60,7 +62,7 @@ WITH customer AS (
     SELECT s.id AS seat_id, s.label FROM seats s
     JOIN show ON s.screen_id = show.screen_id
     JOIN showtime_seats x ON x.showtime_id = $2 AND x.seat_id = s.id
-    WHERE s.label = ANY($3)
+    WHERE s.label = ANY($3::text[])
 ), old AS (
     SELECT id FROM holds
     WHERE user_id = $1 AND showtime_id = $2 AND status = 'active'
@@ -77,7 +79,7 @@ WITH customer AS (
         (SELECT verified FROM customer) AS verified,
         (SELECT status FROM show) AS show_status,
         (SELECT start_time FROM show) AS starts,
-        ARRAY(SELECT label FROM wanted) AS known,
+        ARRAY(SELECT label FROM wanted)::text[] AS known,
         ARRAY(
             SELECT w.label FROM wanted w JOIN locked l ON l.seat_id = w.seat_id
             WHERE NOT (
@@ -86,7 +88,7 @@ WITH customer AS (
                 OR (l.status = 'held' AND l.booking_id IS NULL
                     AND l.hold_id IN (SELECT id FROM old))
             )
-        ) AS taken,
+        )::text[] AS taken,
         EXISTS (SELECT 1 FROM me) AS limited,
         (SELECT coalesce(sum(json_array_length(h.seat_labels)), 0) FROM holds h
          WHERE h.user_id = $1 AND h.status = 'active' AND h.showtime_id <> $2
@@ -165,58 +167,60 @@ SELECT status, mine, customer, (SELECT count(*) FROM marked) AS marked FROM targ
 async def hold(database: Database, request: HoldRequest, *, locked: bool = False) -> HoldVerdict:
     """The hold statement in autocommit; `locked`: in a transaction that first locks the
     customer's row (after a `raced` verdict)."""
+    driver = _driver(database)
+    params = _hold_params(request)
     if locked:
-        async with database.engine.begin() as connection:
-            await connection.exec_driver_sql(_LOCK_CUSTOMER_SQL, (request.user_id,))
-            return await _hold(connection, request)
-    async with database.autocommit_connection() as connection:
-        return await _hold(connection, request)
-
-
-async def _hold(connection: AsyncConnection, request: HoldRequest) -> HoldVerdict:
-    # Plain SQL for the driver: SQLAlchemy's compile and parameter processing of a statement
-    # this size cost about as much CPU as running it.
-    row = (
-        await connection.exec_driver_sql(
-            _HOLD_SQL,
-            (
-                request.user_id,
-                request.showtime_id,
-                request.labels,
-                request.now,
-                request.need_verified,
-                request.closes_after,
-                len(request.labels),
-                request.hold_id,
-                json.dumps(request.labels),
-                request.expires,
-                request.max_held,
-                list(STAFF_ROLES),
-            ),
-        )
-    ).one()
+        async with driver.transaction() as connection:
+            async with driver.translated(connection, _LOCK_CUSTOMER_SQL):
+                await connection.execute(_LOCK_CUSTOMER_SQL, request.user_id)
+            async with driver.translated(connection, _HOLD_SQL):
+                row = await connection.fetchrow(_HOLD_SQL, *params)
+    else:
+        row = await driver.fetchrow(_HOLD_SQL, *params)
+    assert row is not None  # the statement always answers one row
     return HoldVerdict(
-        customer_known=row.verified is not None,
-        customer_verified=bool(row.verified),
-        showtime_status=row.show_status,
-        starts=row.starts,
-        known_labels=list(row.known),
-        taken_labels=list(row.taken),
-        done=row.created == 1 and row.seated >= len(request.labels),
-        limited=row.limited,
-        held_elsewhere=row.held,
-        raced=row.raced,
+        customer_known=row["verified"] is not None,
+        customer_verified=bool(row["verified"]),
+        showtime_status=row["show_status"],
+        starts=row["starts"],
+        known_labels=list(row["known"]),
+        taken_labels=list(row["taken"]),
+        done=row["created"] == 1 and row["seated"] >= len(request.labels),
+        limited=row["limited"],
+        held_elsewhere=row["held"],
+        raced=row["raced"],
+    )
+
+
+def _hold_params(request: HoldRequest) -> tuple[Any, ...]:
+    return (
+        request.user_id,
+        request.showtime_id,
+        request.labels,
+        request.now,
+        request.need_verified,
+        request.closes_after,
+        len(request.labels),
+        request.hold_id,
+        json.dumps(request.labels),
+        request.expires,
+        request.max_held,
+        list(STAFF_ROLES),
     )
 
 
 async def release(database: Database, *, hold_id: uuid.UUID, user_id: uuid.UUID) -> ReleaseVerdict:
-    async with database.autocommit_connection() as connection:
-        row = (await connection.exec_driver_sql(_RELEASE_SQL, (user_id, hold_id))).first()
+    row = await _driver(database).fetchrow(_RELEASE_SQL, user_id, hold_id)
     if row is None:
         return ReleaseVerdict(found=False, customer_active=True, status=None, released=False)
     return ReleaseVerdict(
-        found=bool(row.mine),
-        customer_active=bool(row.customer),
-        status=row.status,
-        released=row.marked == 1,
+        found=bool(row["mine"]),
+        customer_active=bool(row["customer"]),
+        status=row["status"],
+        released=row["marked"] == 1,
     )
+
+
+def _driver(database: Database) -> DriverPool:
+    assert database.driver is not None, "PostgreSQL only"
+    return database.driver

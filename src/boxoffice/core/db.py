@@ -26,7 +26,6 @@ from sqlalchemy import JSON, DateTime, Integer, MetaData, Numeric, event, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -38,7 +37,8 @@ from sqlalchemy.types import TypeDecorator
 
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.errors import BoxofficeError, ServiceUnavailable
+from boxoffice.core.errors import BoxofficeError, database_unreachable
+from boxoffice.core.pgdriver import DriverPool
 
 log = structlog.get_logger(__name__)
 
@@ -177,10 +177,6 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-class DatabaseUnavailable(ServiceUnavailable):
-    title = "Database unavailable"
-
-
 def _connect_or_unavailable(
     dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any
 ) -> Any:
@@ -189,14 +185,11 @@ def _connect_or_unavailable(
     While the server is down asyncpg raises a bare `ConnectionRefusedError` (SQLAlchemy wraps
     only driver errors), and while it starts up or shuts down "cannot connect now", which
     SQLAlchemy wraps as a plain DBAPIError; both reached clients as a 500 during a database
-    restart. A failed connect changed nothing, so the client may simply try again."""
+    restart."""
     try:
         return dialect.connect(*cargs, **cparams)
     except Exception as exc:
-        log.warning("database_connect_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-        raise DatabaseUnavailable(
-            "The database is not reachable; try again shortly.", headers={"Retry-After": "2"}
-        ) from exc
+        raise database_unreachable(exc) from exc
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
@@ -253,9 +246,15 @@ def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) ->
 class Database:
     """The engine and its two session factories (writer and reader) for one app."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, hot_pool_size: int = 10) -> None:
         self.engine = engine
         self.backend = engine.dialect.name
+        # PostgreSQL's one-statement hot paths (hold, release, seat map) run on asyncpg's own
+        # pool: see core.pgdriver. Opened on first use, so processes that never serve them
+        # (the job worker, the CLI) never connect it.
+        self.driver = (
+            DriverPool(engine.url, size=hot_pool_size) if self.backend == "postgresql" else None
+        )
         # Readers never write: on SQLite they start deferred (no write lock); on the servers
         # they run in autocommit, each statement on its own snapshot, which saves the BEGIN and
         # COMMIT round trips of every GET.
@@ -266,7 +265,6 @@ class Database:
         )
         self._writer = async_sessionmaker(engine, expire_on_commit=False)
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
-        self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite has one writer at a time. Writers take turns: in this process first come first
         # served (an asyncio lock), across server processes through a lock file, rather than
         # all polling SQLite's own lock (busy_timeout): a poller sleeps between tries and keeps
@@ -284,7 +282,10 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        return cls(create_engine(settings.database_url, pool_size=settings.database_pool_size))
+        return cls(
+            create_engine(settings.database_url, pool_size=settings.database_pool_size),
+            hot_pool_size=settings.database_hot_pool_size,
+        )
 
     @asynccontextmanager
     async def session(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -316,15 +317,6 @@ class Database:
         await _run_after_commit(session)  # outside the turn: mail may be slow
 
     @asynccontextmanager
-    async def autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection in autocommit, for work that is one statement and so atomic by
-        itself (PostgreSQL's hold and release, the seat map's states): no session, no
-        transaction to manage (a hold and its release: 0.2 ms less CPU per pair than through a
-        request session). Not for SQLite writes, which take turns (`sqlite_write_turn`)."""
-        async with self._autocommit_engine.connect() as connection:
-            yield connection
-
-    @asynccontextmanager
     async def sqlite_write_turn(self) -> AsyncIterator[sqlite3.Connection | None]:
         """On a SQLite file: this process's turn to write, and the plain `sqlite3` connection
         for a short synchronous transaction in it (the hold and release, booking.holds_sqlite),
@@ -352,6 +344,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self.driver is not None:
+            await self.driver.close()
         if self._sqlite_connection is not None:
             self._sqlite_connection.close()
             self._sqlite_connection = None

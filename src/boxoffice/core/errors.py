@@ -99,6 +99,19 @@ class ServiceUnavailable(BoxofficeError):
     code = "service_unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    title = "Database unavailable"
+
+
+def database_unreachable(exc: BaseException) -> DatabaseUnavailable:
+    """What a failed connect answers: 503, not 500. It changed nothing, so the client may
+    simply try again."""
+    log.warning("database_connect_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+    return DatabaseUnavailable(
+        "The database is not reachable; try again shortly.", headers={"Retry-After": "2"}
+    )
+
+
 def problem_response(
     request: Request | None,
     status: int,

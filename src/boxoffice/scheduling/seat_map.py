@@ -309,13 +309,10 @@ async def _head_and_states(
     plain = database.sqlite_connection()
     if plain is not None:
         return _sqlite_head_and_states(plain, showtime_id, user_id, now)
-    if database.backend == "postgresql":
-        async with database.autocommit_connection() as connection:
-            # Plain SQL for the driver: compiling and processing the Core statement cost more
-            # CPU than running it.
-            record = (
-                await connection.exec_driver_sql(_HEAD_AND_STATES_SQL, (showtime_id, user_id, now))
-            ).first()
+    if database.driver is not None:
+        # Plain SQL on the driver's pool (core.pgdriver): compiling and processing the Core
+        # statement cost more CPU than running it.
+        record = await database.driver.fetchrow(_HEAD_AND_STATES_SQL, showtime_id, user_id, now)
         if record is None:
             raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
         return tuple(record)[:-1], record[-1] or ""

@@ -147,3 +147,32 @@ async def test_a_connection_goes_back_without_a_reset_round_trip_and_with_no_tra
         assert row["free"]
     finally:
         await driver.close()
+
+
+async def test_a_connection_whose_statement_failed_before_the_server_answered_is_not_reused(
+    backend: Backend,
+) -> None:
+    """The pool skips asyncpg's reset, which doubled as a health check: a connection whose
+    statement ended without the server's answer (here: the driver refused to send it, missing
+    an argument; under a database restart: a statement cut mid-way) is thrown away, while one
+    that got the server's error answer stays."""
+    driver = _driver(backend, size=1)
+    try:
+        first = await driver.fetchrow("SELECT pg_backend_pid() AS pid")
+        assert first is not None
+
+        with pytest.raises(DBAPIError) as server_said_no:
+            await driver.fetchrow("SELECT 1 / $1::int AS boom", 0)
+        assert not server_said_no.value.connection_invalidated  # a 500: a bug, not an outage
+        same = await driver.fetchrow("SELECT pg_backend_pid() AS pid")
+        assert same is not None
+        assert same["pid"] == first["pid"]
+
+        with pytest.raises(DBAPIError) as unsent:
+            await driver.fetchrow("SELECT $1::int AS n")
+        assert not unsent.value.connection_invalidated
+        fresh = await driver.fetchrow("SELECT pg_backend_pid() AS pid")
+        assert fresh is not None
+        assert fresh["pid"] != first["pid"]
+    finally:
+        await driver.close()

@@ -20,7 +20,8 @@ Failures come out as the engine's would, so the rest of the app treats them alik
   whose SQLSTATE `is_retryable` reads, so `RetryingRoute` runs the request again;
 * a connection lost mid-statement -> `DBAPIError` with `connection_invalidated` (503), and
   every idle connection of the pool is expired, so the next requests connect afresh (the
-  engine discards its pool generation the same way);
+  engine discards its pool generation the same way); a connection whose statement ended
+  without the server's answer is thrown away, never lent again;
 * any other database error -> `DBAPIError` (500, logged).
 """
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,12 @@ log = structlog.get_logger(__name__)
 # (the server shutting down or starting), 53300 (too many connections).
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
 _CONNECT_TIMEOUT = 10.0  # seconds
-_DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DRIVER_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -58,6 +64,11 @@ def _alive(connection: asyncpg.Connection) -> bool:
         return not connection.is_closed()
     except asyncpg.InterfaceError:  # it died, and asyncpg gave it back to the pool already
         return False
+
+
+def _discard(connection: asyncpg.Connection) -> None:
+    with suppress(asyncpg.InterfaceError):  # given back to the pool already: it is closed
+        connection.terminate()
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:
@@ -122,7 +133,17 @@ class DriverPool:
     async def _lost_or_failed(
         self, connection: asyncpg.Connection, sql: str, exc: BaseException
     ) -> DBAPIError:
-        lost = _is_refusal(exc) or not _alive(connection)
+        lost = (
+            _is_refusal(exc)
+            or isinstance(exc, asyncpg.InternalClientError)  # its protocol lost track
+            or not _alive(connection)
+        )
+        if lost or not isinstance(exc, asyncpg.PostgresError):
+            # The statement did not end with the server's answer, so the connection's state
+            # is unknown (seen: a statement cut by a server shutdown left it "in another
+            # operation" for the next request). asyncpg's reset, which this pool skips, would
+            # have found that out: the connection is thrown away instead of going back.
+            _discard(connection)
         if lost and self._pool is not None:
             # Its siblings died with it, most likely (a restart): reconnect them all.
             await self._pool.expire_connections()

@@ -5,6 +5,8 @@
 * `POST /bench/raw/lock-seats` and `DELETE /bench/raw/lock-seats/{token}` do the same hold
   (and release) as `/api/bookings/lock-seats` with the raw driver in one statement and no
   checks beyond the seat condition: what the database allows at all (the database ceiling).
+  They reach the seats by the same keys as the app's statements (the release: among the
+  showtime's held seats), so the ceiling is never the slower statement.
   On PostgreSQL this is asyncpg (its pool with no reset round trip on release, like the
   app's own pool for these statements, core.pgdriver); on SQLite the standard library's
   sqlite3 (one short write transaction, since SQLite has no data-modifying CTE, run on the
@@ -50,7 +52,8 @@ WITH hold AS (
     RETURNING id, showtime_id
 )
 UPDATE showtime_seats AS ss SET status = 'available', hold_id = NULL, held_until = NULL
-FROM hold WHERE ss.showtime_id = hold.showtime_id AND ss.hold_id = hold.id
+FROM hold
+WHERE ss.showtime_id = hold.showtime_id AND ss.status = 'held' AND ss.hold_id = hold.id
 """
 
 

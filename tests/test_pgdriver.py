@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from boxoffice.core.errors import DatabaseUnavailable, ServiceUnavailable, is_retryable
+from boxoffice.core.errors import DatabaseUnavailable, install_error_handlers, is_retryable
 from boxoffice.core.pgdriver import DriverPool
 from tests.conftest import Backend
 
@@ -73,13 +75,24 @@ async def test_every_connection_busy_for_the_acquire_timeout_answers_503(backend
         async with driver.transaction():
             await release.wait()
 
+    # What a client gets: the app's error handlers (the engine's pool timeout's answer).
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/one")
+    async def one() -> dict[str, int]:
+        await driver.fetchrow("SELECT 1")
+        return {"one": 1}
+
     busy = asyncio.create_task(occupy())
     try:
         await asyncio.sleep(0.2)
-        with pytest.raises(ServiceUnavailable) as overloaded:
-            await driver.fetchrow("SELECT 1")
-        assert overloaded.value.status == 503
-        assert "overloaded" in str(overloaded.value)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            overloaded = await http.get("/one")
+        assert overloaded.status_code == 503
+        assert overloaded.json()["code"] == "service_unavailable"
+        assert "overloaded" in overloaded.json()["detail"]
     finally:
         release.set()
         await busy

@@ -15,7 +15,8 @@ transaction is still rolled back by asyncpg itself.
 
 Failures come out as the engine's would, so the rest of the app treats them alike:
 * no connection to be had (the server down, starting or full) -> `DatabaseUnavailable` (503),
-  as the engine's connect hook answers; every connection busy for `acquire_timeout` -> 503;
+  as the engine's connect hook answers; every connection busy for `acquire_timeout` -> the
+  engine's `PoolTimeout` (503, overloaded);
 * a deadlock or serialisation failure -> SQLAlchemy's `DBAPIError` around asyncpg's error,
   whose SQLSTATE `is_retryable` reads, so `RetryingRoute` runs the request again;
 * a connection lost mid-statement -> `DBAPIError` with `connection_invalidated` (503), and
@@ -34,13 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import structlog
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from boxoffice.core.errors import ServiceUnavailable, database_unreachable
-
-log = structlog.get_logger(__name__)
+from boxoffice.core.errors import database_unreachable
 
 # SQLSTATEs of a connection that is gone or refused: class 08 (connection exception), 57P0x
 # (the server shutting down or starting), 53300 (too many connections).
@@ -190,9 +189,9 @@ class DriverPool:
         try:
             connection = await pool.acquire(timeout=timeout)
         except TimeoutError:
-            log.warning("database_pool_timeout", size=self._size)
-            raise ServiceUnavailable(
-                "The server is overloaded; try again shortly.", headers={"Retry-After": "2"}
+            # The engine's pool timeout, so that one handler answers both (503, overloaded).
+            raise PoolTimeout(
+                f"all {self._size} connections of the hot pool stayed busy for {timeout} s"
             ) from None
         except _DRIVER_ERRORS as exc:
             raise database_unreachable(exc) from exc

@@ -71,7 +71,7 @@ async def get_seat_map(
     """The seat map: every sellable seat by row with its state and price (pricing rules
     applied); with a token, the caller's own held seats say `heldByYou`."""
     # The hottest read of an onsale: an anonymous map opens no session (the renderer reads
-    # the states on one autocommit connection); a signed-in one reads the account first.
+    # the states in one statement on the hot pool); a signed-in one reads the account first.
     user: User | None = None
     if credentials is not None:
         async with database.session(write=False) as session:

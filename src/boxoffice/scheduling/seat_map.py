@@ -135,9 +135,10 @@ class SeatMapRenderer:
         `heldByYou`. Rule prices are reused for `price_cache_seconds` (see the module
         docstring). Raises `ShowtimeNotFound`.
 
-        The renderer opens what it reads with: the states need one autocommit connection on
-        PostgreSQL (no session: ~0.15 ms of a map's ~0.9 ms of CPU), the plain connection on a
-        SQLite file; a reader session only when a layout or a pricing basis must be loaded."""
+        The renderer opens what it reads with: the states need one statement on the hot pool
+        on PostgreSQL (`Database.driver`; no session: ~0.15 ms of a map's ~0.9 ms of CPU), the
+        plain connection on a SQLite file; a reader session only when a layout or a pricing
+        basis must be loaded."""
         now = now or utcnow()
         head, states = await _head_and_states(database, showtime_id, user_id, now)
         layout = self._layouts.get(showtime_id)

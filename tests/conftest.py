@@ -225,6 +225,7 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         # No background expiry sweeping the shared database under other tests; tests of the
         # job run it themselves or ask for it with `make_client(expiry_interval_seconds=1)`.
         "expiry_interval_seconds": 0,
+        "invoice_repair_interval_seconds": 0,
         # Nor loyalty earning for past shows; its tests run `earn_once` themselves.
         "loyalty_interval_seconds": 0,
         # Nor reconciliation: it would ask providers about other tests' payments.

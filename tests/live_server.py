@@ -179,10 +179,12 @@ async def live_server(
     backend: Backend, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LiveServer]:
     """One real server with default settings per test module and backend, but for the expiry
-    job: between tests the database is emptied under the running server, and PostgreSQL's
-    TRUNCATE can deadlock with the job (tests wanting it start their own server)."""
+    and invoice-repair jobs: between tests the database is emptied under the running server,
+    and PostgreSQL's TRUNCATE can deadlock with them (tests wanting them start their own)."""
     var_dir = tmp_path_factory.mktemp("live")
-    async with run_server(backend, var_dir, expiry_interval_seconds=0) as server:
+    async with run_server(
+        backend, var_dir, expiry_interval_seconds=0, invoice_repair_interval_seconds=0
+    ) as server:
         yield server
 
 

@@ -39,6 +39,7 @@ from boxoffice.core.routing import add_routes
 from boxoffice.core.security import VerifiedTokens, configure_password_hashing
 from boxoffice.distribution import jobs as distribution_jobs
 from boxoffice.distribution.router import admin_router as distribution_admin_router
+from boxoffice.documents import jobs as documents_jobs
 from boxoffice.documents.router import router as documents_router
 from boxoffice.jobs import create_runner
 from boxoffice.loyalty import jobs as loyalty_jobs
@@ -108,6 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         periodic = PeriodicJobs(app.state.db)
         periodic.start(
             "booking-expiry", settings.expiry_interval_seconds, partial(expire_once, app)
+        )
+        periodic.start(
+            "invoice-repair",
+            settings.invoice_repair_interval_seconds,
+            partial(documents_jobs.issue_missing_once, app),
         )
         periodic.start(
             "payment-reconciliation",

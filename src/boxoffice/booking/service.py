@@ -227,8 +227,8 @@ async def _confirm_free_booking(
     booking.status = BookingStatus.CONFIRMED
     booking.confirmed_at = utcnow()
     await tickets.issue_tickets(session, booking, lines)
+    await documents.issue_invoice_after_commit(session, booking)
     await _notify_confirmed(session, booking)
-    await documents.issue_invoice(session, booking)  # locks the theater-year's counter
 
 
 async def _notify_confirmed(session: AsyncSession, booking: Booking) -> None:
@@ -393,9 +393,8 @@ async def confirm_paid_booking(
         booking.status = BookingStatus.CONFIRMED
         booking.confirmed_at = utcnow()
         await tickets.issue_tickets(session, booking, lines)
+        await documents.issue_invoice_after_commit(session, booking)
         await _notify_confirmed(session, booking)
-        # Last: it locks the invoice counter of the theater-year until the commit.
-        await documents.issue_invoice(session, booking)
         return True
     # Cancelled, its seats sold elsewhere after it expired, or what its discounts and snacks
     # relied on given back at its expiry: never sell twice, never below the price.

@@ -14,8 +14,8 @@ from boxoffice.core.db import Base, IdMixin, Ratio, UTCDateTime
 
 class InvoiceCounter(Base):
     """The last invoice number given out for one theater and calendar year (in the theater's
-    timezone). Moved only by `documents.service.next_invoice_number`, whose upsert locks the
-    row until the confirming transaction ends."""
+    timezone). Moved only when an invoice is issued (`documents.service.issue_invoice`), in
+    the same statement or short transaction as the invoice's insert."""
 
     __tablename__ = "invoice_counters"
 
@@ -25,7 +25,8 @@ class InvoiceCounter(Base):
 
 
 class Invoice(IdMixin, Base):
-    """The invoice of a confirmed booking: one per booking, issued in its confirmation."""
+    """The invoice of a confirmed booking: one per booking, issued right after its
+    confirmation commits."""
 
     __tablename__ = "invoices"
     __table_args__ = (UniqueConstraint("theater_id", "year", "number"),)

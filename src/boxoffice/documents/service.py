@@ -1,13 +1,21 @@
 """Invoices (numbered without gaps per theater and year) and the ticket and invoice PDFs.
 
-**Numbers.** `issue_invoice` runs inside the transaction that confirms a booking. It takes the
-next number of (theater, year of the confirmation in the theater's timezone) with one upsert
-of the counter row, `last_number = last_number + 1`, which leaves that row locked until the
-transaction ends. So confirmations in one theater and year take their numbers one after
-another, each waiting for the previous one's commit or rollback: a confirmation that rolls
-back takes its number back with it (no gap), and two never get the same number (no
-duplicate). The price is that confirmations of one theater-year serialise from the upsert to
-their commit; it is the last write of a confirmation for that reason.
+**Numbers.** An invoice is issued right after the transaction that confirms its booking commits
+(`issue_invoice_after_commit`), in a unit of work of its own that takes the next number of
+(theater, year of the confirmation in the theater's timezone) and inserts the invoice, or
+neither. On PostgreSQL that is one statement in autocommit: the counter row is locked for the
+microseconds the statement runs, so confirmations of one theater do not queue behind each
+other's transactions (they did while the number was taken inside the confirmation: during an
+onsale every confirmation of the theater waited for the one before it to commit, and the
+seats those confirmations had locked kept the next holds waiting too). Elsewhere it is one
+short transaction (SQLite's write turn; MariaDB's row lock on the counter).
+
+No gap: a number is taken only together with its invoice (a rolled-back confirmation never
+takes one, and an insert that fails gives the number back with it). No duplicate: the
+counter row is locked while a number is taken, and a booking has at most one invoice (a
+unique key), so two issuers of one booking leave one invoice and one number. A confirmed
+booking whose invoice was not issued (the process died between the commit and the invoice)
+gets it from the periodic `issue_missing_invoices`.
 
 **PDFs.** Rendered on the first request and stored (`app.state.storage`) under a key that
 ends in a fingerprint of everything the document shows: later requests find the file and
@@ -19,6 +27,7 @@ a new key. A GET writes nothing to the database.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,8 +35,11 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
+import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
@@ -38,6 +50,8 @@ from boxoffice.catalog.models import Movie
 from boxoffice.concessions.models import BookingSnack
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.core.db import Database, after_commit
+from boxoffice.core.errors import DatabaseUnavailable
 from boxoffice.documents.exceptions import InvoiceNotAvailable
 from boxoffice.documents.models import Invoice, InvoiceCounter
 from boxoffice.documents.pdf import (
@@ -60,6 +74,8 @@ from boxoffice.tickets.exceptions import TicketsNotIssued
 from boxoffice.tickets.models import Ticket, TicketStatus
 from boxoffice.tickets.signing import TicketSigner
 from boxoffice.venues.models import Screen, Theater
+
+log = structlog.get_logger(__name__)
 
 PDF = "application/pdf"
 
@@ -103,17 +119,41 @@ async def next_invoice_number(session: AsyncSession, theater_id: uuid.UUID, year
     return int(number)
 
 
-async def issue_invoice(session: AsyncSession, booking: Booking) -> Invoice:
-    """The booking's invoice, issued now with the next number of its theater and the year of
-    its confirmation (local time); the existing one if it has one already.
+@dataclass(frozen=True)
+class DueInvoice:
+    """What a confirmed booking's invoice states besides its number, read in the confirmation."""
 
-    Call it in the transaction that confirms the booking, holding the booking's row lock
-    (which makes the check for an existing invoice safe), as its last write: the counter row
-    stays locked until that transaction ends, see the module's docstring.
-    """
+    booking_id: uuid.UUID
+    theater_id: uuid.UUID
+    year: int
+    vat_rate: Decimal
+    issued_at: dt.datetime
+
+
+async def issue_invoice_after_commit(session: AsyncSession, booking: Booking) -> None:
+    """The confirmation's part: once its transaction commits, the booking's invoice is issued
+    with the next number (see the module's docstring); nothing if it has one already."""
+    due = await due_invoice(session, booking)
+    if due is None:
+        return
+    database: Database = session.info["database"]
+
+    async def issue() -> None:
+        try:
+            await issue_invoice(database, due)
+        except (DBAPIError, DatabaseUnavailable) as exc:
+            # The database went away after the commit: the repair job issues it later.
+            log.warning("invoice_deferred", booking_id=str(due.booking_id), error=str(exc)[:200])
+
+    after_commit(session, issue)
+
+
+async def due_invoice(session: AsyncSession, booking: Booking) -> DueInvoice | None:
+    """The invoice the booking is due (its year from the confirmation time in the theater's
+    timezone), or None when it has one."""
     head = (
         await session.execute(
-            select(Theater.id, Theater.timezone, Theater.vat_rate, Invoice)
+            select(Theater.id, Theater.timezone, Theater.vat_rate, Invoice.id)
             .select_from(Booking)
             .join(Showtime, Showtime.id == Booking.showtime_id)
             .join(Theater, Theater.id == Showtime.theater_id)
@@ -123,23 +163,108 @@ async def issue_invoice(session: AsyncSession, booking: Booking) -> Invoice:
     ).one()
     theater_id, timezone, vat_rate, existing = head
     if existing is not None:
-        return existing
+        return None
     issued_at = booking.confirmed_at or utcnow()
     year = issued_at.astimezone(ZoneInfo(timezone)).year
-    number = await next_invoice_number(session, theater_id, year)
+    return DueInvoice(booking.id, theater_id, year, vat_rate, issued_at)
+
+
+# The next number and the invoice in one statement; no row (and no number taken) when the
+# booking has its invoice already. A concurrent issuer of the same booking that passed the
+# NOT EXISTS too fails on invoices.booking_id's unique key, and its number goes back with it.
+# The number is zero-padded to six digits like format_invoice_number (repeat() of a negative
+# count is empty, so a seventh digit is kept).
+_ISSUE_SQL = """
+WITH counter AS (
+    INSERT INTO invoice_counters (theater_id, year, last_number)
+    SELECT $2, $3, 1
+    WHERE NOT EXISTS (SELECT 1 FROM invoices WHERE booking_id = $4)
+    ON CONFLICT (theater_id, year)
+        DO UPDATE SET last_number = invoice_counters.last_number + 1
+    RETURNING last_number
+)
+INSERT INTO invoices (id, booking_id, theater_id, year, number, invoice_number, vat_rate,
+                      issued_at)
+SELECT $1, $4, $2, $3, last_number,
+       $5 || repeat('0', 6 - length(last_number::text)) || last_number::text, $6, $7
+FROM counter
+RETURNING number
+"""
+
+
+async def issue_invoice(database: Database, due: DueInvoice) -> Invoice:
+    """Issue the invoice in a unit of work of its own: the next number of its theater-year and
+    the invoice, or neither. The booking's existing invoice if it has one."""
     invoice = Invoice(
         id=uuid.uuid4(),
-        booking_id=booking.id,
-        theater_id=theater_id,
-        year=year,
-        number=number,
-        invoice_number=format_invoice_number(theater_id, year, number),
-        vat_rate=vat_rate,
-        issued_at=issued_at,
+        booking_id=due.booking_id,
+        theater_id=due.theater_id,
+        year=due.year,
+        vat_rate=due.vat_rate,
+        issued_at=due.issued_at,
     )
-    session.add(invoice)
-    await session.flush()
+    try:
+        if database.driver is not None:
+            row = await database.driver.fetchrow(
+                _ISSUE_SQL,
+                invoice.id,
+                due.theater_id,
+                due.year,
+                due.booking_id,
+                format_invoice_number(due.theater_id, due.year, 0)[:-6],
+                due.vat_rate,
+                due.issued_at,
+            )
+            if row is not None:
+                return _numbered(invoice, row["number"])
+        else:
+            # A booking that has its invoice fails the insert, and the number goes back with
+            # the rollback.
+            async with database.session() as session:
+                number = await next_invoice_number(session, due.theater_id, due.year)
+                session.add(_numbered(invoice, number))
+            return invoice
+    except DBAPIError as exc:
+        if not _is_unique_violation(exc):
+            raise
+        # Another issuer of this booking won the race; its invoice is the one.
+    async with database.session(write=False) as session:
+        existing = await session.scalar(select(Invoice).where(Invoice.booking_id == due.booking_id))
+    assert existing is not None
+    return existing
+
+
+def _numbered(invoice: Invoice, number: int) -> Invoice:
+    invoice.number = number
+    invoice.invoice_number = format_invoice_number(invoice.theater_id, invoice.year, number)
     return invoice
+
+
+def _is_unique_violation(exc: DBAPIError) -> bool:
+    return isinstance(exc, IntegrityError) or isinstance(exc.orig, asyncpg.UniqueViolationError)
+
+
+async def issue_missing_invoices(database: Database, *, window: dt.timedelta) -> int:
+    """Issue the invoices of bookings confirmed within `window` that have none (their
+    process stopped between the confirmation's commit and the invoice). Bookings confirmed
+    earlier are left as they are: they were confirmed before invoices were issued."""
+    since = utcnow() - window
+    async with database.session(write=False) as session:
+        missing = (
+            await session.scalars(
+                select(Booking)
+                .outerjoin(Invoice, Invoice.booking_id == Booking.id)
+                .where(Booking.confirmed_at >= since, Invoice.id.is_(None))
+                .order_by(Booking.confirmed_at)
+            )
+        ).all()
+        due = [await due_invoice(session, booking) for booking in missing]
+    issued = 0
+    for invoice in due:
+        if invoice is not None:
+            await issue_invoice(database, invoice)
+            issued += 1
+    return issued
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "hold": 1,
         "release": 1,
         "booking": 14,
-        "confirmation": 15,
+        "confirmation": 14,
     },
     # SQLite counts its BEGIN and COMMIT as statements; hold and release, and the seat map's
     # two reads, run on the plain sqlite3 connection (microseconds each, no driver thread).
@@ -49,7 +49,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "hold": 7,
         "release": 5,
         "booking": 15,
-        "confirmation": 20,
+        "confirmation": 19,
     },
     "mysql": {
         "seat map": 2,
@@ -57,7 +57,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "hold": 6,
         "release": 4,
         "booking": 14,
-        "confirmation": 20,
+        "confirmation": 19,
     },
 }
 

@@ -578,6 +578,10 @@ async def lock_by_ref(
     )
     if booking is None:
         return None
+    # The identity map holds unchanged objects weakly: pinned for the unit of work, the
+    # booking is still there when the caller and the success handler get it (else each
+    # `session.get` read it again).
+    session.info.setdefault("pinned", []).append(booking)
     return await session.scalar(
         select(Payment).where(*by_ref).with_for_update().execution_options(populate_existing=True)
     )

@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import os
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -138,6 +142,15 @@ async def issue(db: Database, booking_id: uuid.UUID) -> Invoice:
         invoice = await session.scalar(select(Invoice).where(Invoice.booking_id == booking_id))
     assert invoice is not None
     return invoice
+
+
+async def confirmed_days_ago(app: FastAPI, booking_id: uuid.UUID, days: int) -> None:
+    async with app.state.db.session() as session:
+        await session.execute(
+            update(Booking)
+            .where(Booking.id == booking_id)
+            .values(confirmed_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=days))
+        )
 
 
 class Rollback(Exception):
@@ -571,12 +584,7 @@ async def test_the_repair_job_issues_the_invoices_of_the_last_week_only(
     venue, ids = await confirmed_bookings(app, 3)
     db: Database = app.state.db
     already = await issue(db, ids[2])
-    async with db.session() as session:
-        await session.execute(
-            update(Booking)
-            .where(Booking.id == ids[0])
-            .values(confirmed_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=8))
-        )
+    await confirmed_days_ago(app, ids[0], 8)
     assert await issue_missing_invoices(db, window=dt.timedelta(days=7)) == 1
     assert await issue_missing_invoices(db, window=dt.timedelta(days=7)) == 0
     invoices = await invoices_of(app, venue.theater_id)
@@ -616,3 +624,31 @@ async def test_the_server_runs_the_repair_job_by_itself(make_client: Any, app: F
         assert asyncio.get_running_loop().time() < deadline, "the repair job did not run"
         await asyncio.sleep(0.1)
     assert [i.booking_id for i in await invoices_of(app, venue.theater_id)] == ids
+
+
+@pytest.mark.backends("sqlite", "postgres")
+async def test_the_repair_command_looks_as_far_back_as_told(
+    app: FastAPI, backend: Backend, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """After an outage longer than the job's week: `boxoffice invoices repair --days N`."""
+    venue, ids = await confirmed_bookings(app, 2)
+    await confirmed_days_ago(app, ids[0], 10)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOXOFFICE_")}
+    env.update(
+        BOXOFFICE_DATABASE_URL=backend.url,
+        BOXOFFICE_VAR_DIR=str(tmp_path),
+        BOXOFFICE_LOG_LEVEL="WARNING",
+    )
+
+    def repair(*args: str) -> str:
+        command = [str(Path(sys.executable).parent / "boxoffice"), "invoices", "repair", *args]
+        done = subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert await asyncio.to_thread(repair) == "issued=1"
+    assert [i.booking_id for i in await invoices_of(app, venue.theater_id)] == [ids[1]]
+    assert await asyncio.to_thread(repair, "--days", "11") == "issued=1"
+    assert [i.booking_id for i in await invoices_of(app, venue.theater_id)] == [ids[1], ids[0]]

@@ -1,5 +1,5 @@
 """The `boxoffice` command: serve, worker, db (migrations, backup, restore), demo data, users,
-payments."""
+payments, invoices."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ app = typer.Typer(help="boxoffice: cinema booking backend.", no_args_is_help=Tru
 db_app = typer.Typer(help="Database schema, backup and restore.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 payments_app = typer.Typer(help="Payments.", no_args_is_help=True)
+invoices_app = typer.Typer(help="Invoices.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(payments_app, name="payments")
+app.add_typer(invoices_app, name="invoices")
 
 T = TypeVar("T")
 
@@ -262,6 +264,30 @@ def payments_reconcile(
     typer.echo(" ".join(f"{name}={count}" for name, count in report.items()))
     if report["errors"]:
         raise typer.Exit(1)
+
+
+@invoices_app.command("repair")
+def invoices_repair(
+    days: Annotated[
+        int, typer.Option(min=1, help="Look at bookings confirmed in the last DAYS days.")
+    ] = 7,
+) -> None:
+    """Issue the invoices of confirmed bookings that have none (their server stopped between
+    the confirmation and its invoice). The periodic job looks one week back; after a longer
+    outage, run this with more days."""
+    from boxoffice.documents.service import issue_missing_invoices
+
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def runner() -> int:
+        database = Database.from_settings(settings)
+        try:
+            return await issue_missing_invoices(database, window=dt.timedelta(days=days))
+        finally:
+            await database.dispose()
+
+    typer.echo(f"issued={asyncio.run(runner())}")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from boxoffice.documents import service
 log = structlog.get_logger(__name__)
 
 # Bookings confirmed earlier than this without an invoice were confirmed before invoices were
-# issued; a server down for longer than this needs `issue_missing_invoices` with a wider one.
+# issued. After an outage longer than this: `boxoffice invoices repair --days N`.
 MISSING_INVOICE_WINDOW = dt.timedelta(days=7)
 
 

@@ -28,6 +28,7 @@ from boxoffice.booking.models import Booking
 from boxoffice.booking.service import BookingContext, booking_context
 from boxoffice.catalog.models import Movie
 from boxoffice.core.db import Database, create_engine
+from boxoffice.documents.jobs import issue_missing_once
 from boxoffice.documents.models import Invoice, InvoiceCounter
 from boxoffice.documents.service import (
     DueInvoice,
@@ -652,3 +653,21 @@ async def test_the_repair_command_looks_as_far_back_as_told(
     assert [i.booking_id for i in await invoices_of(app, venue.theater_id)] == [ids[1]]
     assert await asyncio.to_thread(repair, "--days", "11") == "issued=1"
     assert [i.booking_id for i in await invoices_of(app, venue.theater_id)] == [ids[1], ids[0]]
+
+
+async def test_the_jobs_first_run_looks_a_week_back_and_later_runs_an_hour(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """After a start, the servers may all have been down for days; while they run, a process
+    that died is repaired by the others within the hour's window."""
+    app.state.invoice_repair_ran = False  # as in a process that just started
+    venue, ids = await confirmed_bookings(app, 2)
+    await confirmed_days_ago(app, ids[0], 3)
+    await issue_missing_once(app)
+    assert [i.booking_id for i in await invoices_of(app, venue.theater_id)] == [ids[0], ids[1]]
+
+    other, later = await confirmed_bookings(app, 2)
+    await confirmed_days_ago(app, later[0], 3)
+    await issue_missing_once(app)
+    invoiced = {i.booking_id for i in await invoices_of(app, other.theater_id)}
+    assert invoiced == {later[1]}

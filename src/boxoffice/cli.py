@@ -273,8 +273,8 @@ def invoices_repair(
     ] = 7,
 ) -> None:
     """Issue the invoices of confirmed bookings that have none (their server stopped between
-    the confirmation and its invoice). The periodic job looks one week back; after a longer
-    outage, run this with more days."""
+    the confirmation and its invoice). The periodic job looks one week back when a server
+    starts; after a longer outage, run this with more days."""
     from boxoffice.documents.service import issue_missing_invoices
 
     settings = get_settings()

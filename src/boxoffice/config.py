@@ -156,8 +156,9 @@ class Settings(BaseSettings):
     cancellation_fee_percent: int = Field(default=0, ge=0, le=100)
     # How often expired bookings are recorded (in one process per interval; 0: job off).
     expiry_interval_seconds: int = Field(default=30, ge=0)
-    # How often confirmed bookings of the last week without an invoice get theirs (one process;
-    # 0: off). Only a process stopped between a confirmation's commit and its invoice leaves one.
+    # How often confirmed bookings without an invoice get theirs (one process; 0: off; see
+    # documents.jobs). Only a process stopped between a confirmation's commit and its invoice
+    # leaves one.
     invoice_repair_interval_seconds: int = Field(default=60, ge=0)
     # How long a process's seat maps reuse a showtime's rule prices (0: re-read every time).
     # Rule changes made through this process apply at once; other processes' within this time.

@@ -13,13 +13,20 @@ from boxoffice.documents import service
 
 log = structlog.get_logger(__name__)
 
-# Bookings confirmed earlier than this without an invoice were confirmed before invoices were
-# issued. After an outage longer than this: `boxoffice invoices repair --days N`.
-MISSING_INVOICE_WINDOW = dt.timedelta(days=7)
+# A process's first run looks a week back (every server may have been down until now);
+# later runs an hour, which covers a process that died while the others ran on and keeps
+# the query small on a busy database. Bookings confirmed earlier without an invoice were
+# confirmed before invoices were issued. After a longer outage:
+# `boxoffice invoices repair --days N`.
+FIRST_RUN_WINDOW = dt.timedelta(days=7)
+LATER_RUN_WINDOW = dt.timedelta(hours=1)
 
 
 async def issue_missing_once(app: FastAPI) -> None:
     database: Database = app.state.db
-    issued = await service.issue_missing_invoices(database, window=MISSING_INVOICE_WINDOW)
+    first = not getattr(app.state, "invoice_repair_ran", False)
+    window = FIRST_RUN_WINDOW if first else LATER_RUN_WINDOW
+    issued = await service.issue_missing_invoices(database, window=window)
+    app.state.invoice_repair_ran = True
     if issued:
         log.warning("missing_invoices_issued", count=issued)

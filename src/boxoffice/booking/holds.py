@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Executable, Integer, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
@@ -100,54 +100,73 @@ async def lock_seat_rows(
     )
 
 
-async def update_seat_rows(
-    session: AsyncSession,
-    showtime_id: uuid.UUID,
-    which: ColumnElement[bool],
-    condition: ColumnElement[bool],
-    values: dict[str, Any],
-    *,
-    all_or_none: int | None = None,
-) -> int | None:
-    """UPDATE the showtime's inventory rows picked by `which` where `condition` holds, with
-    their row locks taken in seat order (see `lock_seat_rows`): the number of rows changed.
-    With `all_or_none` = n, nothing changes unless `condition` holds for n rows.
+class SeatRowsUpdate:
+    """An UPDATE of one showtime's inventory rows, with their row locks taken in seat order
+    (see `lock_seat_rows`), built once per dialect from expressions with bound parameters:
+    building the PostgreSQL form for each call cost ~0.4 ms of CPU, twice a purchase.
 
-    On PostgreSQL one statement locks, judges and writes (a materialized CTE locks in seat
-    order; a row changed while we waited is judged in its committed version). Elsewhere it
-    is a conditional UPDATE, and `all_or_none` answers None: the caller undoes a partial
-    change itself."""
-    if session.get_bind().dialect.name != "postgresql":
+    `which` picks the rows, `condition` says which of them may change, `values` what they
+    become; `run` gives their parameters and the showtime's id and answers the number of
+    rows changed. With `all_or_none`, nothing changes unless `condition` holds for `expected`
+    rows. On PostgreSQL one statement locks, judges and writes (a materialized CTE locks in
+    seat order; a row changed while we waited is judged in its committed version). Elsewhere
+    it is a conditional UPDATE, and `all_or_none` answers None for a partial change, which
+    the caller undoes itself."""
+
+    def __init__(
+        self,
+        which: ColumnElement[bool],
+        condition: ColumnElement[bool],
+        values: dict[str, Any],
+        *,
+        all_or_none: bool = False,
+    ) -> None:
+        self._which = which
+        self._condition = condition
+        self._values = values
+        self._all_or_none = all_or_none
+        self._built: dict[str, Executable] = {}
+
+    async def run(self, session: AsyncSession, showtime_id: uuid.UUID, **params: Any) -> int | None:
+        dialect = session.get_bind().dialect.name
+        statement = self._built.get(dialect)
+        if statement is None:
+            statement = self._built[dialect] = self._build(dialect == "postgresql")
         result = await session.execute(
-            update(ShowtimeSeat)
-            .where(ShowtimeSeat.showtime_id == showtime_id, which, condition)
-            .values(**values),
+            statement,
+            {"the_showtime": showtime_id, **params},
             execution_options={"synchronize_session": False},
         )
         changed: int = result.rowcount  # type: ignore[attr-defined]
-        return changed if all_or_none is None or changed == all_or_none else None
-    locked = (
-        select(ShowtimeSeat.seat_id, condition.label("ok"))
-        .where(ShowtimeSeat.showtime_id == showtime_id, which)
-        .order_by(ShowtimeSeat.seat_id)
-        .with_for_update()
-        .cte("locked")
-        .prefix_with("MATERIALIZED")
-    )
-    statement = (
-        update(ShowtimeSeat)
-        .where(
-            ShowtimeSeat.showtime_id == showtime_id,
-            ShowtimeSeat.seat_id == locked.c.seat_id,
-            locked.c.ok,
+        if dialect != "postgresql" and self._all_or_none and changed != params["expected"]:
+            return None
+        return changed
+
+    def _build(self, postgresql: bool) -> Executable:
+        showtime = ShowtimeSeat.showtime_id == bindparam("the_showtime")
+        if not postgresql:
+            return (
+                update(ShowtimeSeat)
+                .where(showtime, self._which, self._condition)
+                .values(**self._values)
+            )
+        locked = (
+            select(ShowtimeSeat.seat_id, self._condition.label("ok"))
+            .where(showtime, self._which)
+            .order_by(ShowtimeSeat.seat_id)
+            .with_for_update()
+            .cte("locked")
+            .prefix_with("MATERIALIZED")
         )
-        .values(**values)
-    )
-    if all_or_none is not None:
-        ready = select(func.count()).select_from(locked).where(locked.c.ok).scalar_subquery()
-        statement = statement.where(ready == all_or_none)
-    result = await session.execute(statement, execution_options={"synchronize_session": False})
-    return result.rowcount  # type: ignore[attr-defined]
+        statement = (
+            update(ShowtimeSeat)
+            .where(showtime, ShowtimeSeat.seat_id == locked.c.seat_id, locked.c.ok)
+            .values(**self._values)
+        )
+        if self._all_or_none:
+            ready = select(func.count()).select_from(locked).where(locked.c.ok).scalar_subquery()
+            statement = statement.where(ready == bindparam("expected", type_=Integer))
+        return statement
 
 
 def _cap_of(settings: Settings, user: User) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +28,7 @@ from boxoffice.booking.exceptions import (
     HoldMismatch,
     HoldNotFound,
 )
-from boxoffice.booking.holds import check_open_for_sale, lock_seat_rows, update_seat_rows
+from boxoffice.booking.holds import SeatRowsUpdate, check_open_for_sale, lock_seat_rows
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus, Hold, HoldStatus
 from boxoffice.booking.schemas import BookingIn
 from boxoffice.catalog.models import Movie
@@ -47,6 +47,34 @@ from boxoffice.tickets import service as tickets
 from boxoffice.venues.models import Screen, Seat, Theater
 
 log = structlog.get_logger(__name__)
+
+# The hold's live seats wait for the payment now, and point at the booking.
+_EXTEND_HOLD = SeatRowsUpdate(
+    ShowtimeSeat.hold_id == bindparam("the_hold"),
+    and_(ShowtimeSeat.status == SeatStatus.HELD, ShowtimeSeat.held_until > bindparam("now")),
+    {
+        "held_until": bindparam("until", type_=ShowtimeSeat.held_until.type),
+        "booking_id": bindparam("the_booking", type_=ShowtimeSeat.booking_id.type),
+    },
+)
+# The booking's seats are sold: those it holds, or free ones (a late payment after expiry).
+_SELL = SeatRowsUpdate(
+    ShowtimeSeat.seat_id.in_(bindparam("the_seats", expanding=True)),
+    or_(
+        and_(
+            ShowtimeSeat.booking_id == bindparam("the_booking"),
+            ShowtimeSeat.status == SeatStatus.HELD,
+        ),
+        seat_is_free(bindparam("now", type_=ShowtimeSeat.held_until.type)),
+    ),
+    {
+        "status": SeatStatus.BOOKED,
+        "booking_id": bindparam("sold_to", type_=ShowtimeSeat.booking_id.type),
+        "hold_id": None,
+        "held_until": None,
+    },
+    all_or_none=True,
+)
 
 # No 0/O, 1/I/L: a reference read out at the till is never misheard.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -201,12 +229,13 @@ async def create_booking(
     # The hold now lasts until the payment deadline and points at the booking. Conditional on
     # the hold being alive *now*: the check above did not lock the rows, so a seat whose hold
     # ran out meanwhile may have gone to someone else (then nothing is booked).
-    extended = await update_seat_rows(
+    extended = await _EXTEND_HOLD.run(
         session,
         showtime.id,
-        ShowtimeSeat.hold_id == hold.id,
-        and_(ShowtimeSeat.status == SeatStatus.HELD, ShowtimeSeat.held_until > now),
-        {"held_until": booking.expires_at, "booking_id": booking.id},
+        the_hold=hold.id,
+        now=now,
+        until=booking.expires_at,
+        the_booking=booking.id,
     )
     if extended != len(seats):
         raise HoldExpired("The hold has expired; hold the seats again.")
@@ -452,28 +481,14 @@ async def _sell_seats(
     if not lines:
         return True  # a snack preorder: no seats to sell
     seat_ids = sorted(line.seat_id for line in lines)
-    now = utcnow()
-    sell = {
-        "status": SeatStatus.BOOKED,
-        "booking_id": booking.id,
-        "hold_id": None,
-        "held_until": None,
-    }
-    sellable = or_(
-        and_(ShowtimeSeat.booking_id == booking.id, ShowtimeSeat.status == SeatStatus.HELD),
-        seat_is_free(now),
-    )
-    which = ShowtimeSeat.seat_id.in_(seat_ids)
+    sale = {"the_seats": seat_ids, "the_booking": booking.id, "sold_to": booking.id}
+    sale["now"] = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         # One statement: it changes nothing unless every seat can be sold.
-        sold = await update_seat_rows(
-            session, booking.showtime_id, which, sellable, sell, all_or_none=len(seat_ids)
-        )
+        sold = await _SELL.run(session, booking.showtime_id, expected=len(seat_ids), **sale)
         return sold == len(seat_ids)
     async with session.begin_nested() as savepoint:
-        if await update_seat_rows(
-            session, booking.showtime_id, which, sellable, sell, all_or_none=len(seat_ids)
-        ):
+        if await _SELL.run(session, booking.showtime_id, expected=len(seat_ids), **sale):
             return True
         await savepoint.rollback()
     return False

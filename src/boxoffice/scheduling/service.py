@@ -86,8 +86,8 @@ class SeatStateChange:
     status: str
 
 
-def seat_is_free(now: dt.datetime) -> ColumnElement[bool]:
-    """The inventory rows nobody holds or owns at `now`."""
+def seat_is_free(now: dt.datetime | ColumnElement[dt.datetime]) -> ColumnElement[bool]:
+    """The inventory rows nobody holds or owns at `now` (a time, or a bound parameter)."""
     return or_(
         ShowtimeSeat.status == SeatStatus.AVAILABLE,
         and_(ShowtimeSeat.status == SeatStatus.HELD, ShowtimeSeat.held_until < now),

@@ -30,7 +30,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, Result, exists, func, literal, select, update
+from sqlalchemy import CursorResult, Result, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -157,26 +157,29 @@ def _view(balance: int, earned: int) -> AccountView:
     return AccountView(balance, tier, earned, None, None)
 
 
-def _earned_since(user_id: uuid.UUID, since: dt.datetime) -> Any:
-    return (
-        select(func.coalesce(func.sum(PointsEntry.points), 0))
-        .where(
-            PointsEntry.user_id == user_id,
-            PointsEntry.kind.in_(EARNED_KINDS),
-            PointsEntry.created_at >= since,
-        )
-        .scalar_subquery()
+# Points earned by `the_user` since `since`, and with the balance the customer's standing: built
+# once with bound parameters (building them cost ~0.25 ms of CPU per booking).
+_EARNED_SINCE = (
+    select(func.coalesce(func.sum(PointsEntry.points), 0))
+    .where(
+        PointsEntry.user_id == bindparam("the_user"),
+        PointsEntry.kind.in_(EARNED_KINDS),
+        PointsEntry.created_at >= bindparam("since"),
     )
+    .scalar_subquery()
+)
+_STANDING = select(
+    select(LoyaltyAccount.balance)
+    .where(LoyaltyAccount.user_id == bindparam("the_user"))
+    .scalar_subquery(),
+    _EARNED_SINCE,
+)
 
 
 async def _standing(session: AsyncSession, user_id: uuid.UUID) -> tuple[int, int]:
     """(balance, points earned in the last 12 months) in one statement."""
-    balance = (
-        select(LoyaltyAccount.balance).where(LoyaltyAccount.user_id == user_id).scalar_subquery()
-    )
-    row = (
-        await session.execute(select(balance, _earned_since(user_id, year_before(utcnow()))))
-    ).one()
+    params = {"the_user": user_id, "since": year_before(utcnow())}
+    row = (await session.execute(_STANDING, params)).one()
     return int(row[0] or 0), int(row[1] or 0)
 
 
@@ -290,7 +293,9 @@ async def _change_balance(session: AsyncSession, user_id: uuid.UUID, delta: int)
 async def _recompute_tier(session: AsyncSession, account_row: LoyaltyAccount) -> str:
     """Store the tier the last 12 months give (the account is locked by the caller) and
     notify an upgrade; the lock makes exactly one transaction see each upgrade."""
-    earned = await session.scalar(select(_earned_since(account_row.user_id, year_before(utcnow()))))
+    earned = await session.scalar(
+        select(_EARNED_SINCE), {"the_user": account_row.user_id, "since": year_before(utcnow())}
+    )
     old, new = account_row.tier, tier_for(int(earned or 0))
     if new == old:
         return new

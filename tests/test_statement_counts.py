@@ -31,7 +31,7 @@ from tests.helpers import make_user
 # Confirmation notifies: 1 SELECT (the user with their preferences), 1 INSERT (in-app row).
 # A payment's conditional UPDATE returns its row (PostgreSQL, SQLite; MariaDB reads it again);
 # on PostgreSQL the seats of a booking and of a confirmation are locked, judged and written by
-# one statement each (booking.holds.update_seat_rows), no savepoint.
+# one statement each (booking.holds.SeatRowsUpdate), no savepoint.
 BUDGETS: dict[str, dict[str, int]] = {
     "postgresql": {
         "seat map": 1,

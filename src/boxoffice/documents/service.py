@@ -86,7 +86,11 @@ PDF = "application/pdf"
 
 def format_invoice_number(theater_id: uuid.UUID, year: int, number: int) -> str:
     """`1A2B3C4D-2026-000042`: the theater (first 8 hex digits of its id), year, number."""
-    return f"{theater_id.hex[:8].upper()}-{year}-{number:06d}"
+    return f"{_invoice_number_prefix(theater_id, year)}{number:06d}"
+
+
+def _invoice_number_prefix(theater_id: uuid.UUID, year: int) -> str:
+    return f"{theater_id.hex[:8].upper()}-{year}-"
 
 
 async def next_invoice_number(session: AsyncSession, theater_id: uuid.UUID, year: int) -> int:
@@ -211,7 +215,7 @@ async def issue_invoice(database: Database, due: DueInvoice) -> Invoice:
                 due.theater_id,
                 due.year,
                 due.booking_id,
-                format_invoice_number(due.theater_id, due.year, 0)[:-6],
+                _invoice_number_prefix(due.theater_id, due.year),
                 due.vat_rate,
                 due.issued_at,
             )

@@ -69,7 +69,7 @@ _SELL = SeatRowsUpdate(
     ),
     {
         "status": SeatStatus.BOOKED,
-        "booking_id": bindparam("sold_to", type_=ShowtimeSeat.booking_id.type),
+        "booking_id": bindparam("the_booking", type_=ShowtimeSeat.booking_id.type),
         "hold_id": None,
         "held_until": None,
     },
@@ -481,14 +481,22 @@ async def _sell_seats(
     if not lines:
         return True  # a snack preorder: no seats to sell
     seat_ids = sorted(line.seat_id for line in lines)
-    sale = {"the_seats": seat_ids, "the_booking": booking.id, "sold_to": booking.id}
-    sale["now"] = utcnow()
+
+    async def sell() -> int | None:
+        return await _SELL.run(
+            session,
+            booking.showtime_id,
+            the_seats=seat_ids,
+            the_booking=booking.id,
+            now=utcnow(),
+            expected=len(seat_ids),
+        )
+
     if session.get_bind().dialect.name == "postgresql":
         # One statement: it changes nothing unless every seat can be sold.
-        sold = await _SELL.run(session, booking.showtime_id, expected=len(seat_ids), **sale)
-        return sold == len(seat_ids)
+        return await sell() == len(seat_ids)
     async with session.begin_nested() as savepoint:
-        if await _SELL.run(session, booking.showtime_id, expected=len(seat_ids), **sale):
+        if await sell():
             return True
         await savepoint.rollback()
     return False

@@ -152,25 +152,35 @@ async def issue_invoice_after_commit(session: AsyncSession, booking: Booking) ->
     after_commit(session, issue)
 
 
+# A booking's theater (what its invoice states) and its invoice's id, if it has one.
+_DUE = (
+    select(
+        Booking.confirmed_at,
+        Theater.id.label("theater_id"),
+        Theater.timezone,
+        Theater.vat_rate,
+        Invoice.id.label("invoice_id"),
+    )
+    .select_from(Booking)
+    .join(Showtime, Showtime.id == Booking.showtime_id)
+    .join(Theater, Theater.id == Showtime.theater_id)
+    .outerjoin(Invoice, Invoice.booking_id == Booking.id)
+)
+
+
+def _due(booking_id: uuid.UUID, confirmed_at: dt.datetime | None, row: Any) -> DueInvoice:
+    issued_at = confirmed_at or utcnow()
+    year = issued_at.astimezone(ZoneInfo(row.timezone)).year
+    return DueInvoice(booking_id, row.theater_id, year, row.vat_rate, issued_at)
+
+
 async def due_invoice(session: AsyncSession, booking: Booking) -> DueInvoice | None:
     """The invoice the booking is due (its year from the confirmation time in the theater's
     timezone), or None when it has one."""
-    head = (
-        await session.execute(
-            select(Theater.id, Theater.timezone, Theater.vat_rate, Invoice.id)
-            .select_from(Booking)
-            .join(Showtime, Showtime.id == Booking.showtime_id)
-            .join(Theater, Theater.id == Showtime.theater_id)
-            .outerjoin(Invoice, Invoice.booking_id == Booking.id)
-            .where(Booking.id == booking.id)
-        )
-    ).one()
-    theater_id, timezone, vat_rate, existing = head
-    if existing is not None:
+    row = (await session.execute(_DUE.where(Booking.id == booking.id))).one()
+    if row.invoice_id is not None:
         return None
-    issued_at = booking.confirmed_at or utcnow()
-    year = issued_at.astimezone(ZoneInfo(timezone)).year
-    return DueInvoice(booking.id, theater_id, year, vat_rate, issued_at)
+    return _due(booking.id, booking.confirmed_at, row)
 
 
 # The next number and the invoice in one statement; no row (and no number taken) when the
@@ -254,21 +264,15 @@ async def issue_missing_invoices(database: Database, *, window: dt.timedelta) ->
     earlier are left as they are: they were confirmed before invoices were issued."""
     since = utcnow() - window
     async with database.session(write=False) as session:
-        missing = (
-            await session.scalars(
-                select(Booking)
-                .outerjoin(Invoice, Invoice.booking_id == Booking.id)
-                .where(Booking.confirmed_at >= since, Invoice.id.is_(None))
-                .order_by(Booking.confirmed_at)
-            )
-        ).all()
-        due = [await due_invoice(session, booking) for booking in missing]
-    issued = 0
+        missing = await session.execute(
+            _DUE.add_columns(Booking.id.label("booking_id"))
+            .where(Booking.confirmed_at >= since, Invoice.id.is_(None))
+            .order_by(Booking.confirmed_at)
+        )
+        due = [_due(row.booking_id, row.confirmed_at, row) for row in missing]
     for invoice in due:
-        if invoice is not None:
-            await issue_invoice(database, invoice)
-            issued += 1
-    return issued
+        await issue_invoice(database, invoice)
+    return len(due)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,14 @@ from starlette.requests import Request
 from structlog.testing import capture_logs
 
 from boxoffice.app import create_app
-from boxoffice.core.ratelimit import TrustedProxies, client_ip, ip_key
+from boxoffice.core.ratelimit import (
+    Bucket,
+    TrustedProxies,
+    _MemoryBuckets,
+    _RedisBuckets,
+    client_ip,
+    ip_key,
+)
 from tests.booking_helpers import hold, seed_showtime
 from tests.conftest import Backend, make_settings, reset_database
 from tests.helpers import DEFAULT_PASSWORD, make_user
@@ -122,6 +129,43 @@ async def test_general_limit_counts_each_client_address(make_app: MakeApp, peer:
     assert_limited(await office.get(MOVIES, headers=customer.headers))
     assert (await elsewhere.get(MOVIES)).status_code == 200
     assert (await elsewhere.get(MOVIES, headers=customer.headers)).status_code == 200
+
+
+# Clocks (seconds since boot) just below a power of two, where `now + period` rounds in floating
+# seconds: a server up 68 minutes refused the last token of a full bucket (CI found it).
+AWKWARD_CLOCKS_NS = [round((2**k - 30 + 0.123456789) * 1e9) for k in (12, 13, 17, 20)]
+AWKWARD_LIMITS = ["1/minute", "3/minute", "7/minute", "13/second", "1000/hour"]
+
+
+@pytest.mark.parametrize("clock_ns", AWKWARD_CLOCKS_NS)
+def test_a_full_bucket_gives_exactly_its_limit_in_memory(clock_ns: int) -> None:
+    buckets = _MemoryBuckets(clock=lambda: clock_ns)
+    for value in AWKWARD_LIMITS:
+        bucket = Bucket.parse(value)
+        assert bucket is not None
+        windows = [(bucket, f"ip:{value}")]
+        assert [buckets.hit(windows) for _ in range(bucket.limit)] == [0.0] * bucket.limit, value
+        wait = buckets.hit(windows)
+        # The next token comes one interval later (the clock stood still).
+        assert wait == pytest.approx(bucket.period / bucket.limit, abs=1e-5), value
+
+
+async def test_a_full_bucket_gives_exactly_its_limit_in_redis(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    try:
+        buckets = _RedisBuckets(redis)
+        for value in AWKWARD_LIMITS:
+            bucket = Bucket.parse(value)
+            assert bucket is not None
+            # Fresh keys; a whole bucket taken within its first interval.
+            windows = [(bucket, f"test:{uuid.uuid4()}")]
+            waits = [await buckets.hit(windows) for _ in range(bucket.limit)]
+            assert waits == [0.0] * bucket.limit, value
+            assert 0 < await buckets.hit(windows) <= bucket.period / bucket.limit, value
+    finally:
+        await redis.aclose()
 
 
 async def test_a_loopback_peer_has_no_per_address_windows(make_app: MakeApp, peer: Peer) -> None:

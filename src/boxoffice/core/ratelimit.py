@@ -142,10 +142,16 @@ class _Outage:
 # time" (TAT): a request is allowed when, after adding one interval (period / limit), the TAT
 # is at most one period ahead of now. All of a request's keys are checked before any is
 # counted, so a refused request costs nothing.
+#
+# Times are whole microseconds, exact in integers (Python) and in Lua's doubles (below 2^53):
+# in floating seconds the last token of a full bucket sat exactly on the boundary, and where
+# `now + period` rounded up (a clock just below a power of two: a server up ~68 minutes, ~2.3
+# hours, ...) the bucket refused it. The interval is rounded down, so `limit` intervals never
+# exceed the period.
 
 _GCRA_SCRIPT = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local wait = 0
 local tats = {}
 for i, key in ipairs(KEYS) do
@@ -156,12 +162,14 @@ for i, key in ipairs(KEYS) do
   tats[i] = tat + interval
   if tats[i] - now > period then wait = math.max(wait, tats[i] - period - now) end
 end
-if wait > 0 then return math.ceil(wait) end
+if wait > 0 then return wait end
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now))
+  redis.call('SET', key, string.format('%.0f', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000))
 end
 return 0
 """
+
+MICROSECONDS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -179,32 +187,39 @@ class Bucket:
         return cls(item.amount, float(item.get_expiry()))
 
     @property
-    def interval(self) -> float:
-        return self.period / self.limit
+    def period_us(self) -> int:
+        return round(self.period * MICROSECONDS)
+
+    @property
+    def interval_us(self) -> int:
+        return self.period_us // self.limit
 
 
 class _MemoryBuckets:
-    """Buckets of one process: a dict of TATs, swept of full buckets once a minute."""
+    """Buckets of one process: a dict of TATs (microseconds of `clock`), swept of full buckets
+    once a minute."""
 
-    SWEEP_SECONDS = 60.0
+    SWEEP_US = 60 * MICROSECONDS
 
-    def __init__(self) -> None:
-        self._tats: dict[str, float] = {}
-        self._next_sweep = 0.0
+    def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self._clock = clock  # nanoseconds
+        self._tats: dict[str, int] = {}
+        self._next_sweep = 0
 
     def hit(self, windows: Sequence[tuple[Bucket, str]]) -> float:
-        now = time.monotonic()
+        """Seconds to wait, 0 when every bucket had a token (then taken)."""
+        now = self._clock() // 1000
         if now >= self._next_sweep:
-            self._next_sweep = now + self.SWEEP_SECONDS
+            self._next_sweep = now + self.SWEEP_US
             self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
-        wait = 0.0
-        tats: list[float] = []
+        wait = 0
+        tats: list[int] = []
         for bucket, key in windows:
-            tat = max(self._tats.get(key, now), now) + bucket.interval
+            tat = max(self._tats.get(key, now), now) + bucket.interval_us
             tats.append(tat)
-            wait = max(wait, tat - bucket.period - now)
+            wait = max(wait, tat - bucket.period_us - now)
         if wait > 0:
-            return wait
+            return wait / MICROSECONDS
         for (_, key), tat in zip(windows, tats, strict=True):
             self._tats[key] = tat
         return 0.0
@@ -220,12 +235,14 @@ class _RedisBuckets:
         self._script = redis.register_script(_GCRA_SCRIPT)
 
     async def hit(self, windows: Sequence[tuple[Bucket, str]]) -> float:
-        keys = [f"{KEY_PREFIX}:general:{key}" for _, key in windows]
-        args: list[float] = []
+        # "gcra", not the earlier "general" whose TATs were float milliseconds: processes of
+        # both versions during a rolling upgrade each read only their own unit.
+        keys = [f"{KEY_PREFIX}:gcra:{key}" for _, key in windows]
+        args: list[int] = []
         for bucket, _ in windows:
-            args += [bucket.interval * 1000, bucket.period * 1000]
-        wait_ms = await self._script(keys=keys, args=args)
-        return int(wait_ms) / 1000
+            args += [bucket.interval_us, bucket.period_us]
+        wait_us = await self._script(keys=keys, args=args)
+        return int(wait_us) / MICROSECONDS
 
 
 @dataclass(frozen=True)

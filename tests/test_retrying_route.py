@@ -4,19 +4,25 @@ was closed (its connection, and on SQLite the write turn, given back first)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
 
+from boxoffice.accounts.models import User
 from boxoffice.app import create_app
+from boxoffice.booking.models import Booking
+from boxoffice.booking.service import new_reference
 from boxoffice.core.db import SessionDep
 from boxoffice.core.routing import RetryingRoute, add_routes
-from tests.conftest import Backend, make_settings
+from tests.booking_helpers import book, seed_showtime
+from tests.conftest import Backend, make_settings, reset_database
+from tests.helpers import make_user
 
 
 class _Deadlock(Exception):
@@ -73,3 +79,55 @@ def test_a_savepoint_lost_to_an_innodb_deadlock_is_retryable() -> None:
     lost_savepoint.__context__ = deadlock
     assert is_retryable(lost_savepoint)
     assert is_retryable(deadlock)
+
+
+async def test_a_drawn_booking_reference_already_taken_runs_the_request_again(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A booking's reference is drawn at random and inserted without a savepoint: a duplicate
+    (the database's real unique violation) reruns the request, which draws another. A
+    duplicate of any other unique key stays a 409 conflict, not retried."""
+    app = create_app(make_settings(backend, tmp_path))
+    attempts = {"reference": 0, "email": 0}
+    router = APIRouter(route_class=RetryingRoute)
+
+    @router.post("/copy-booking/{booking_id}")
+    async def copy_booking(booking_id: uuid.UUID, session: SessionDep) -> dict[str, Any]:
+        attempts["reference"] += 1
+        taken = await session.get(Booking, booking_id)
+        assert taken is not None
+        copy = {c.key: getattr(taken, c.key) for c in Booking.__table__.columns}
+        copy["id"] = uuid.uuid4()
+        if attempts["reference"] == 1:  # later attempts draw a free reference
+            copy["reference"] = taken.reference
+        else:
+            copy["reference"] = new_reference()
+        await session.execute(insert(Booking).values(**copy))
+        return {"attempts": attempts["reference"]}
+
+    @router.post("/copy-user/{user_id}")
+    async def copy_user(user_id: uuid.UUID, session: SessionDep) -> dict[str, Any]:
+        attempts["email"] += 1
+        taken = await session.get(User, user_id)
+        assert taken is not None
+        copy = {c.key: getattr(taken, c.key) for c in User.__table__.columns}
+        await session.execute(insert(User).values(**{**copy, "id": uuid.uuid4()}))
+        return {}
+
+    add_routes(app, router)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        await reset_database(app)
+        show = await seed_showtime(app, rows=1, seats_per_row=4)
+        customer = await make_user(app)
+        booked = await book(client, customer.headers, show.showtime_id, "A1")
+        response = await client.post(f"/copy-booking/{booked['booking']['id']}")
+        assert response.status_code == 200, response.text
+        assert response.json() == {"attempts": 2}
+
+        response = await client.post(f"/copy-user/{customer.id}")
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "conflict"
+        assert attempts["email"] == 1

@@ -20,7 +20,7 @@ from boxoffice.accounts.models import User
 from boxoffice.booking.checkout import contained_tax
 from boxoffice.booking.exceptions import ShowtimeClosed
 from boxoffice.booking.models import Booking, BookingStatus
-from boxoffice.booking.service import insert_with_unique_reference
+from boxoffice.booking.service import insert_booking
 from boxoffice.concessions import service as concessions
 from boxoffice.concessions.exceptions import InvalidSnackOrder
 from boxoffice.concessions.models import BookingSnack
@@ -89,7 +89,7 @@ async def create_preorder(
         refunded_amount=ZERO,
         expires_at=now + dt.timedelta(seconds=settings.booking_ttl),
     )
-    await insert_with_unique_reference(session, booking)
+    await insert_booking(session, booking)
     lines = await concessions.reserve(session, booking.id, items)
     amount = sum((line.total_price for line in lines), ZERO)
     booking.snacks_amount = amount

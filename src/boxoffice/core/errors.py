@@ -220,9 +220,20 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
 _PG_RETRYABLE = {"40001", "40P01"}
 _MYSQL_RETRYABLE = {1213, 1205}
 
+# Unique keys whose values are drawn at random (a booking's reference): a duplicate is bad
+# luck, not a conflict, and the request run again draws another value. Named as the backends
+# report them: PostgreSQL and MariaDB by constraint, SQLite by table.column.
+_RANDOM_UNIQUE_KEYS: set[str] = set()
+
+
+def retry_on_duplicate(*keys: str) -> None:
+    """A duplicate of one of these keys makes the transaction retryable (`is_retryable`)."""
+    _RANDOM_UNIQUE_KEYS.update(keys)
+
 
 def is_retryable(exc: BaseException) -> bool:
-    """A deadlock or serialisation failure: the transaction was rolled back and may be re-run.
+    """A deadlock or serialisation failure, or a duplicate of a randomly drawn key
+    (`retry_on_duplicate`): the transaction was rolled back and may be re-run.
 
     InnoDB rolls back the whole transaction on a deadlock, savepoints included; when the
     deadlock hit inside a savepoint, what surfaces is the failed `ROLLBACK TO SAVEPOINT`
@@ -239,6 +250,9 @@ def is_retryable(exc: BaseException) -> bool:
 
 def _is_conflict(exc: DBAPIError) -> bool:
     orig = exc.orig
+    if isinstance(exc, IntegrityError):
+        message = str(orig)
+        return any(key in message for key in _RANDOM_UNIQUE_KEYS)
     if getattr(orig, "sqlstate", None) in _PG_RETRYABLE:
         return True
     args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))

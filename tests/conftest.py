@@ -217,6 +217,9 @@ def make_settings(backend: Backend, var_dir: Path, **overrides: Any) -> Settings
         "secret_key": TEST_SECRET,
         "database_pool_size": 5,
         "database_hot_pool_size": 3,
+        # Every unit of work admitted at once: race tests hold N transactions open together
+        # (barriers); tests/test_admission.py and the providers' tests set a limit.
+        "database_concurrency": 0,
         "log_level": "WARNING",
         # Cheap argon2 so the suite does not spend minutes hashing test passwords.
         "argon2_time_cost": 1,

@@ -472,6 +472,28 @@ async def test_capture_survives_a_timeout_with_one_capture(
     assert paypal.capture_count == 1
 
 
+async def test_a_capture_waiting_for_paypal_gives_its_admission_place_to_others(
+    app: FastAPI, make_client: MakeClient, paypal: FakePayPal
+) -> None:
+    """One unit of work at a time (core.admission): while a capture waits for PayPal, another
+    request gets the place; the capture then confirms without queueing again."""
+    shop = await make_client(**paypal_settings(paypal, database_concurrency=1))
+    purchase = await book_seats(app, shop)
+    someone = await make_user(app)
+    paypal.approve(purchase.order_id)
+    paypal.delay_next(CAPTURE, seconds=2.0)
+
+    captured = asyncio.create_task(capture(shop, purchase))
+    while not paypal.calls[CAPTURE]:
+        await asyncio.sleep(0.01)
+    meanwhile = await asyncio.wait_for(shop.get("/api/me/bookings", headers=someone.headers), 1.5)
+    assert meanwhile.status_code == 200, meanwhile.text
+    assert not captured.done()
+    answer = await asyncio.wait_for(captured, 10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["bookingStatus"] == "confirmed"
+
+
 async def test_capture_lost_after_every_retry_is_confirmed_by_its_webhook(
     app: FastAPI, make_client: MakeClient, paypal: FakePayPal
 ) -> None:

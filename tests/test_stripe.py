@@ -280,6 +280,31 @@ async def test_create_intent_timeout_is_retried_onto_the_same_intent(
     assert answer["paymentIntentId"] in fake.intents
 
 
+async def test_a_booking_waiting_for_stripe_gives_its_admission_place_to_others(
+    make_client: MakeClient, app: FastAPI, fake: FakeStripe
+) -> None:
+    """One unit of work at a time (core.admission): while a booking waits for Stripe, another
+    request gets the place; the booking then finishes without queueing again."""
+    api = await make_client(**stripe_settings(fake, database_concurrency=1))
+    customer, other = await make_user(app), await make_user(app)
+    show = await seed_showtime(app)
+    held = await hold(api, customer.headers, show.showtime_id, *SEATS)
+    assert held.status_code == 201, held.text
+    fake.delay_next(CREATE_INTENT, seconds=2.0)
+
+    booking = asyncio.create_task(
+        book_hold(api, customer.headers, show.showtime_id, held.json()["lockToken"], *SEATS)
+    )
+    while not fake.requests_to(CREATE_INTENT):
+        await asyncio.sleep(0.01)
+    meanwhile = await asyncio.wait_for(api.get("/api/me/bookings", headers=other.headers), 1.5)
+    assert meanwhile.status_code == 200, meanwhile.text
+    assert not booking.done()
+    booked = await asyncio.wait_for(booking, 10)
+    assert booked.status_code == 201, booked.text
+    assert fake.intents_created == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Paying
 

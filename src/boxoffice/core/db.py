@@ -36,6 +36,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from boxoffice.config import Settings
+from boxoffice.core.admission import Admission
 from boxoffice.core.clock import utcnow
 from boxoffice.core.errors import BoxofficeError, database_unreachable
 from boxoffice.core.pgdriver import DriverPool
@@ -246,8 +247,12 @@ def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) ->
 class Database:
     """The engine and its two session factories (writer and reader) for one app."""
 
-    def __init__(self, engine: AsyncEngine, *, hot_pool_size: int = 10) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, hot_pool_size: int = 10, concurrency: int = 0
+    ) -> None:
         self.engine = engine
+        # Units of work of this process running at once (core.admission; 0: the pool decides).
+        self.admission = Admission(concurrency)
         self.backend = engine.dialect.name
         # PostgreSQL's one-statement hot paths (hold, release, seat map) run on asyncpg's own
         # pool: see core.pgdriver. Opened on first use, so processes that never serve them
@@ -285,6 +290,7 @@ class Database:
         return cls(
             create_engine(settings.database_url, pool_size=settings.database_pool_size),
             hot_pool_size=settings.database_hot_pool_size,
+            concurrency=settings.database_concurrency,
         )
 
     @asynccontextmanager
@@ -294,27 +300,28 @@ class Database:
         A `BoxofficeError` with `commit=True` (e.g. a detected refresh-token reuse that revoked
         a token family) keeps its writes although the request answers with an error.
         """
-        session = (self._writer if write else self._reader)()
-        session.info["database"] = self
-        turn = self._write_turn if write and self._write_turn else contextlib.nullcontext()
-        try:
-            async with turn:
-                try:
-                    yield session
-                    await session.commit()
-                except BaseException as exc:
-                    if isinstance(exc, BoxofficeError) and exc.commit:
+        async with self.admission.enter():
+            session = (self._writer if write else self._reader)()
+            session.info["database"] = self
+            turn = self._write_turn if write and self._write_turn else contextlib.nullcontext()
+            try:
+                async with turn:
+                    try:
+                        yield session
                         await session.commit()
-                    else:
-                        await session.rollback()
-                    raise
-                finally:
-                    await session.close()
-        except BoxofficeError as exc:
-            if exc.commit:
-                await _run_after_commit(session)
-            raise
-        await _run_after_commit(session)  # outside the turn: mail may be slow
+                    except BaseException as exc:
+                        if isinstance(exc, BoxofficeError) and exc.commit:
+                            await session.commit()
+                        else:
+                            await session.rollback()
+                        raise
+                    finally:
+                        await session.close()
+            except BoxofficeError as exc:
+                if exc.commit:
+                    await _run_after_commit(session)
+                raise
+            await _run_after_commit(session)  # outside the turn: mail may be slow
 
     @asynccontextmanager
     async def sqlite_write_turn(self) -> AsyncIterator[sqlite3.Connection | None]:

@@ -29,6 +29,7 @@ import httpx
 import structlog
 
 from boxoffice.config import Settings
+from boxoffice.core import admission
 from boxoffice.payments.exceptions import (
     InvalidSignature,
     InvalidWebhookPayload,
@@ -205,6 +206,7 @@ class PayPalProvider(PaymentProvider):
         """Send, retrying timeouts, network failures, 429 and 5xx. Callers give every POST
         that changes something a PayPal-Request-Id, so a retry of a call whose answer was
         lost replays the first result."""
+        admission.leave()  # no place held while PayPal answers (core.admission)
         attempt = 0
         while True:
             debug_id: str | None = None

@@ -25,6 +25,7 @@ import stripe
 import structlog
 
 from boxoffice.config import Settings
+from boxoffice.core import admission
 from boxoffice.payments.exceptions import (
     InvalidSignature,
     InvalidWebhookPayload,
@@ -78,8 +79,9 @@ MAX_PROVIDER_REF = 100
 
 
 class _HTTPXClient(stripe.HTTPXClient):
-    """The SDK's async httpx client, sending the form-encoded body as `content`: the SDK
-    passes it as `data`, which httpx deprecates for raw text (a warning per request)."""
+    """The SDK's async httpx client, giving up the unit of work's admission while Stripe
+    answers, and sending the form-encoded body as `content`: the SDK passes it as `data`,
+    which httpx deprecates for raw text (a warning per request)."""
 
     def _get_request_args_kwargs(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any
@@ -89,6 +91,12 @@ class _HTTPXClient(stripe.HTTPXClient):
         if body:
             kwargs["content"] = body
         return [args, kwargs]
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        admission.leave()  # no place held while Stripe answers (core.admission)
+        return await super().request_async(method, url, headers, post_data)
 
 
 class StripeProvider(PaymentProvider):

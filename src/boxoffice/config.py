@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     database_hot_pool_size: int = Field(default=10, ge=1, le=200)
     # Units of work (database sessions) a process runs at once; more wait for a place
     # (core.admission). 0: as many as the pool has connections.
-    database_concurrency: int = Field(default=4, ge=0, le=200)
+    database_concurrency: int = Field(default=3, ge=0, le=200)
     redis_url: str | None = None
     secret_key: SecretStr | None = None
     log_level: str = "INFO"

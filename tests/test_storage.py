@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from boxoffice.config import ConfigurationError, Settings
+from boxoffice.core.admission import Admission
 from boxoffice.storage import Storage, StoredFile, storage_from_settings
 from boxoffice.storage.local import LocalStorage
 from boxoffice.storage.s3 import CLIENT_CONFIG, S3Storage
@@ -436,3 +437,20 @@ async def test_a_local_file_without_its_content_type_is_octet_stream(
     await local_storage.put("tickets/t.pdf", PDF, "application/pdf")
     (local_storage.root / "tickets" / ".t.pdf.meta.json").unlink()
     assert await local_storage.get("tickets/t.pdf") == StoredFile(PDF, "application/octet-stream")
+
+
+async def test_a_unit_of_work_waiting_for_s3_gives_its_place_up(s3_storage: S3Storage) -> None:
+    """One unit of work at a time (core.admission): while one waits for S3, another gets in."""
+    gate = Admission(1, timeout=3)
+    asked = asyncio.Event()
+
+    async def another_unit() -> bool:
+        await asked.wait()
+        async with gate.enter():
+            return True
+
+    waiting = asyncio.create_task(another_unit())  # outside the first unit's context
+    async with gate.enter():
+        await s3_storage.put("admission/probe.txt", b"probe", "text/plain")
+        asked.set()
+        assert await asyncio.wait_for(waiting, 2)

@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from boxoffice.config import ConfigurationError
+from boxoffice.core import admission
 from boxoffice.storage.base import StoredFile, check_key
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class S3Storage:
         return cls(client, settings.s3_bucket, presign_seconds=settings.s3_presign_seconds)
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
+        admission.leave()  # no place held while S3 answers (core.admission)
         await asyncio.to_thread(
             self.client.put_object,
             Bucket=self.bucket,
@@ -104,6 +106,7 @@ class S3Storage:
         )
 
     async def get(self, key: str) -> StoredFile | None:
+        admission.leave()
         return await asyncio.to_thread(self._get, check_key(key))
 
     def _get(self, key: str) -> StoredFile | None:
@@ -121,6 +124,7 @@ class S3Storage:
         return StoredFile(data, response.get("ContentType") or DEFAULT_CONTENT_TYPE)
 
     async def exists(self, key: str) -> bool:
+        admission.leave()
         return await asyncio.to_thread(self._exists, check_key(key))
 
     def _exists(self, key: str) -> bool:
@@ -134,6 +138,7 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         # S3 answers 204 whether or not there was an object.
+        admission.leave()
         await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=check_key(key))
 
     async def download_url(self, key: str, filename: str) -> str | None:

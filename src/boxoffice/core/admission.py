@@ -12,8 +12,9 @@ The engine's pool size did the same (measured in docs/performance.md), but a boo
 for its payment provider (Stripe, PayPal: a network round trip of hundreds of milliseconds)
 inside its transaction, and a small pool would cap a process at a few bookings a second. A
 unit of work calling a provider (or S3, for a stored document) gives its place back first
-(`leave`) and does not queue for it again: what remains after the provider's answer is a few statements, and queueing then,
-with the booking's locks held, could deadlock with admitted units waiting for those locks.
+(`leave`) and does not queue for it again: what remains after the provider's answer is a few
+statements, and queueing then, with the booking's locks held, could deadlock with admitted
+units waiting for those locks.
 
 A unit of work opened inside an admitted one (after-commit steps with their own session) runs
 on its parent's admission: queueing for a second place while holding the first could

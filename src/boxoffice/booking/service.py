@@ -76,6 +76,31 @@ _SELL = SeatRowsUpdate(
     all_or_none=True,
 )
 
+# What a booking reads of its hold, built once with bound parameters (building them cost
+# ~0.2 ms of CPU each per booking): the hold, locked; the showtime with its theater; the
+# hold's seats that are still held by it.
+_LOCK_HOLD = select(Hold).where(Hold.id == bindparam("the_hold")).with_for_update()
+_SHOWTIME_AND_THEATER = (
+    select(Showtime, Theater)
+    .join(Theater, Theater.id == Showtime.theater_id)
+    .where(Showtime.id == bindparam("the_showtime"))
+)
+_HELD_SEATS = (
+    select(Seat.id, Seat.label, Seat.seat_class)
+    .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
+    .where(
+        ShowtimeSeat.showtime_id == bindparam("the_showtime"),
+        ShowtimeSeat.hold_id == bindparam("the_hold"),
+        ShowtimeSeat.status == SeatStatus.HELD,
+        ShowtimeSeat.held_until > bindparam("now"),
+    )
+)
+_LINES_OF = (
+    select(BookingLine)
+    .where(BookingLine.booking_id == bindparam("the_booking"))
+    .order_by(BookingLine.seat_label)
+)
+
 # No 0/O, 1/I/L: a reference read out at the till is never misheard.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 REFERENCE_LENGTH = 8
@@ -116,15 +141,7 @@ async def snacks_of(
 
 
 async def lines_of(session: AsyncSession, booking_id: uuid.UUID) -> list[BookingLine]:
-    return list(
-        (
-            await session.scalars(
-                select(BookingLine)
-                .where(BookingLine.booking_id == booking_id)
-                .order_by(BookingLine.seat_label)
-            )
-        ).all()
-    )
+    return list((await session.scalars(_LINES_OF, {"the_booking": booking_id})).all())
 
 
 async def create_booking(
@@ -138,7 +155,7 @@ async def create_booking(
     discounts: see booking/checkout.py) and an intent. A booking whose discounts pay all of it
     is confirmed at once."""
     now = utcnow()
-    hold = await session.scalar(select(Hold).where(Hold.id == data.lock_token).with_for_update())
+    hold = await session.scalar(_LOCK_HOLD, {"the_hold": data.lock_token})
     if hold is None or hold.user_id != user.id:
         raise HoldNotFound("No such hold.")
     if hold.status == HoldStatus.CONVERTED:
@@ -151,11 +168,7 @@ async def create_booking(
             heldSeats=hold.seat_labels,
         )
     head = (
-        await session.execute(
-            select(Showtime, Theater)
-            .join(Theater, Theater.id == Showtime.theater_id)
-            .where(Showtime.id == hold.showtime_id)
-        )
+        await session.execute(_SHOWTIME_AND_THEATER, {"the_showtime": hold.showtime_id})
     ).first()
     if head is None:
         raise ShowtimeNotFound(f"No showtime with id {hold.showtime_id}.")
@@ -164,14 +177,7 @@ async def create_booking(
 
     seats = (
         await session.execute(
-            select(Seat.id, Seat.label, Seat.seat_class, ShowtimeSeat.held_until)
-            .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
-            .where(
-                ShowtimeSeat.showtime_id == showtime.id,
-                ShowtimeSeat.hold_id == hold.id,
-                ShowtimeSeat.status == SeatStatus.HELD,
-                ShowtimeSeat.held_until > now,
-            )
+            _HELD_SEATS, {"the_showtime": showtime.id, "the_hold": hold.id, "now": now}
         )
     ).all()
     if len(seats) != len(hold.seat_labels):

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -168,6 +168,9 @@ _DUE = (
 )
 
 
+_DUE_OF_BOOKING = _DUE.where(Booking.id == bindparam("the_booking"))
+
+
 def _due(booking_id: uuid.UUID, confirmed_at: dt.datetime | None, row: Any) -> DueInvoice:
     issued_at = confirmed_at or utcnow()
     year = issued_at.astimezone(ZoneInfo(row.timezone)).year
@@ -177,7 +180,7 @@ def _due(booking_id: uuid.UUID, confirmed_at: dt.datetime | None, row: Any) -> D
 async def due_invoice(session: AsyncSession, booking: Booking) -> DueInvoice | None:
     """The invoice the booking is due (its year from the confirmation time in the theater's
     timezone), or None when it has one."""
-    row = (await session.execute(_DUE.where(Booking.id == booking.id))).one()
+    row = (await session.execute(_DUE_OF_BOOKING, {"the_booking": booking.id})).one()
     if row.invoice_id is not None:
         return None
     return _due(booking.id, booking.confirmed_at, row)

@@ -149,7 +149,11 @@ class RedisRunner(JobRunner):
         await self.broker.shutdown()
 
     async def submit(self, job_id: str, name: str, args: dict[str, Any]) -> None:
-        await self.broker.kick(self._message(job_id, name, args, 1))
+        # The XADD taskiq's `kick` sends (the broker sets no length cap), on the runner's own
+        # client: `kick` builds a client object per message (~0.3 ms of CPU, a copy of every
+        # response callback), once per confirmed booking.
+        message = self._message(job_id, name, args, 1)
+        await self._redis.xadd(self.queue, {b"data": message.message})
 
     async def fall_back(self, job_id: str, name: str, args: dict[str, Any]) -> bool:
         """Redis refused a job enqueued after a commit: run it in this process instead.

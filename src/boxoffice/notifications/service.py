@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import CursorResult, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -164,15 +164,24 @@ class Recipient:
     preferences: Preferences
 
 
+# Built once with bound parameters, as the in-app row's INSERT: both run on every booking
+# confirmation (building them cost ~0.2 ms of CPU each a call).
+_RECIPIENT = (
+    select(User.email, User.full_name, User.phone, User.is_active, NotificationPreference)
+    .outerjoin(NotificationPreference, NotificationPreference.user_id == User.id)
+    .where(User.id == bindparam("the_user"))
+)
+_INSERT_IN_APP = insert(Notification).values(
+    {
+        column: bindparam(f"new_{column}")
+        for column in ("id", "user_id", "type", "title", "body", "data", "created_at")
+    }
+)
+
+
 async def recipient(session: AsyncSession, user_id: uuid.UUID) -> Recipient | None:
     """The active user with their preferences, in one statement; None if gone or inactive."""
-    row = (
-        await session.execute(
-            select(User.email, User.full_name, User.phone, User.is_active, NotificationPreference)
-            .outerjoin(NotificationPreference, NotificationPreference.user_id == User.id)
-            .where(User.id == user_id)
-        )
-    ).first()
+    row = (await session.execute(_RECIPIENT, {"the_user": user_id})).first()
     if row is None or not row.is_active:
         return None
     return Recipient(
@@ -219,15 +228,16 @@ async def notify(
         shown = _in_app_text(kind, wanted.locale, {**values, "name": to.name})
         notification_id = uuid.uuid4()
         await session.execute(
-            insert(Notification).values(
-                id=notification_id,
-                user_id=user_id,
-                type=message.type,
-                title=shown.title,
-                body=shown.body,
-                data=values,
-                created_at=utcnow(),
-            )
+            _INSERT_IN_APP,
+            {
+                "new_id": notification_id,
+                "new_user_id": user_id,
+                "new_type": message.type,
+                "new_title": shown.title,
+                "new_body": shown.body,
+                "new_data": values,
+                "new_created_at": utcnow(),
+            },
         )
     if wanted.email:
         enqueue(

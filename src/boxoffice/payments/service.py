@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, Executable, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -180,6 +180,54 @@ def get_success_handler() -> SuccessHandler | None:
 # ---------------------------------------------------------------------------------------------
 # State machine
 
+# The statements of every confirmation, built once with bound parameters (building each cost
+# ~0.2 ms of CPU a call). A transition's UPDATE differs by the columns it sets: one per set.
+_BY_REF = (
+    Payment.provider == bindparam("the_provider"),
+    Payment.provider_ref == bindparam("the_ref"),
+)
+_LOCK_BOOKING_BY_REF = (
+    select(Booking)
+    .where(Booking.id == select(Payment.booking_id).where(*_BY_REF).scalar_subquery())
+    .with_for_update()
+)
+_LOCK_PAYMENT_BY_REF = (
+    select(Payment).where(*_BY_REF).with_for_update().execution_options(populate_existing=True)
+)
+_LOCK_PAYMENT = (
+    select(Payment)
+    .where(Payment.id == bindparam("the_payment"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_REFUNDED_EVENTS = select(PaymentEvent.payload).where(
+    PaymentEvent.payment_id == bindparam("the_payment"),
+    PaymentEvent.event_type == EventType.REFUNDED,
+)
+_TRANSITIONS_BUILT: dict[tuple[tuple[str, ...], bool], Executable] = {}
+
+
+def _transition_statement(columns: tuple[str, ...], returning: bool) -> Executable:
+    """UPDATE payments SET status and `columns` WHERE the id matches and the status is one
+    of `sources`; with `returning`, the changed row comes back."""
+    key = (columns, returning)
+    statement = _TRANSITIONS_BUILT.get(key)
+    if statement is None:
+        update_ = (
+            update(Payment)
+            .where(
+                Payment.id == bindparam("the_payment"),
+                Payment.status.in_(bindparam("sources", expanding=True)),
+            )
+            .values(
+                status=bindparam("to"),
+                **{column: bindparam(f"new_{column}") for column in columns},
+            )
+        )
+        statement = update_.returning(Payment) if returning else update_
+        _TRANSITIONS_BUILT[key] = statement
+    return statement
+
 
 async def _apply(
     session: AsyncSession,
@@ -189,22 +237,28 @@ async def _apply(
     values: Mapping[str, Any],
 ) -> bool:
     """One conditional UPDATE; `payment` is reloaded either way. True if it moved."""
-    statement = (
-        update(Payment)
-        .where(Payment.id == payment.id, Payment.status.in_(sources))
-        .values(status=to, **values)
-    )
-    if session.get_bind().dialect.update_returning:
+    returning = session.get_bind().dialect.update_returning
+    statement = _transition_statement(tuple(sorted(values)), returning)
+    params = {
+        "the_payment": payment.id,
+        "sources": sorted(sources),
+        "to": to,
+        **{f"new_{column}": value for column, value in values.items()},
+    }
+    if returning:
         # The changed row comes back with the UPDATE and refreshes `payment` (PostgreSQL,
         # SQLite): no second read on the way of every confirmation.
         moved = await session.scalar(
-            statement.returning(Payment),
+            statement,
+            params,
             execution_options={"synchronize_session": False, "populate_existing": True},
         )
         if moved is not None:
             return True
     else:
-        result = await session.execute(statement, execution_options={"synchronize_session": False})
+        result = await session.execute(
+            statement, params, execution_options={"synchronize_session": False}
+        )
         if cast(CursorResult[Any], result).rowcount == 1:
             await session.refresh(payment)
             return True
@@ -225,12 +279,7 @@ async def transition(session: AsyncSession, payment: Payment, to: str, **values:
 
 
 async def _lock(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
-    payment = await session.scalar(
-        select(Payment)
-        .where(Payment.id == payment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    payment = await session.scalar(_LOCK_PAYMENT, {"the_payment": payment_id})
     assert payment is not None
     return payment
 
@@ -391,14 +440,7 @@ def _provider_refund_row(payment: Payment, amount: Decimal) -> Refund:
 
 async def _refund_total_from_events(session: AsyncSession, payment: Payment) -> Decimal | None:
     """The highest refunded total the provider reported for this payment, if any."""
-    payloads = (
-        await session.scalars(
-            select(PaymentEvent.payload).where(
-                PaymentEvent.payment_id == payment.id,
-                PaymentEvent.event_type == EventType.REFUNDED,
-            )
-        )
-    ).all()
+    payloads = (await session.scalars(_REFUNDED_EVENTS, {"the_payment": payment.id})).all()
     totals = [
         Decimal(p["amount"]) if p.get("amount") is not None else payment.amount for p in payloads
     ]
@@ -569,22 +611,16 @@ async def lock_by_ref(
     booking and its payment (refunds, cancellation, the expiry job) locks the booking first;
     locking the payment first, a payment arriving as its booking expires deadlocked with the
     expiry job."""
-    by_ref = (Payment.provider == provider_name, Payment.provider_ref == provider_ref)
+    by_ref = {"the_provider": provider_name, "the_ref": provider_ref}
     # One statement finds and locks the booking (and loads it for the caller).
-    booking = await session.scalar(
-        select(Booking)
-        .where(Booking.id == select(Payment.booking_id).where(*by_ref).scalar_subquery())
-        .with_for_update()
-    )
+    booking = await session.scalar(_LOCK_BOOKING_BY_REF, by_ref)
     if booking is None:
         return None
     # The identity map holds unchanged objects weakly: pinned for the unit of work, the
     # booking is still there when the caller and the success handler get it (else each
     # `session.get` read it again).
     session.info.setdefault("pinned", []).append(booking)
-    return await session.scalar(
-        select(Payment).where(*by_ref).with_for_update().execution_options(populate_existing=True)
-    )
+    return await session.scalar(_LOCK_PAYMENT_BY_REF, by_ref)
 
 
 @dataclass(frozen=True)

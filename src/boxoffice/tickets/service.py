@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, Select, func, select, update
+from sqlalchemy import CursorResult, Result, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
@@ -77,15 +77,18 @@ async def void_tickets(
     return _rowcount(result)
 
 
+# Read after every purchase: built once with a bound parameter.
+_TICKETS_OF_BOOKING = (
+    select(Ticket)
+    .join(Seat, Seat.id == Ticket.seat_id)
+    .where(Ticket.booking_id == bindparam("the_booking"))
+    .order_by(Seat.row_index, Seat.position, Seat.label)
+)
+
+
 async def tickets_for_booking(session: AsyncSession, booking_id: uuid.UUID) -> list[Ticket]:
     """The booking's tickets in seat order (row by row, left to right)."""
-    rows = await session.scalars(
-        select(Ticket)
-        .join(Seat, Seat.id == Ticket.seat_id)
-        .where(Ticket.booking_id == booking_id)
-        .order_by(Seat.row_index, Seat.position, Seat.label)
-    )
-    return list(rows)
+    return list(await session.scalars(_TICKETS_OF_BOOKING, {"the_booking": booking_id}))
 
 
 async def booking_tickets(

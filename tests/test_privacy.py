@@ -34,9 +34,10 @@ from boxoffice.privacy.export import USER_TABLES, email_key
 from boxoffice.privacy.jobs import purge_unverified_accounts
 from boxoffice.promotions.models import PromoCode
 from boxoffice.reviews.models import Review
+from boxoffice.storage.local import LocalStorage
 from tests.booking_helpers import book, book_and_pay, book_hold, hold, pay, seat_statuses
 from tests.booking_helpers import seed_showtime as seed_show
-from tests.conftest import Backend, make_settings
+from tests.conftest import Backend, make_settings, settle_jobs
 from tests.factories import make_confirmed_booking
 from tests.helpers import DEFAULT_PASSWORD, TestUser, make_user
 
@@ -429,6 +430,62 @@ async def test_erasure_anonymises_the_account_and_keeps_what_accounting_needs(
     assert (await client.get("/api/me/bookings", headers=again["headers"])).json()["bookings"] == []
     # Erasing twice is impossible: the account no longer signs in.
     assert (await client.delete("/api/me", headers=headers)).status_code == 401
+
+
+def stored_invoice_pdfs(app: FastAPI, invoice: Invoice) -> list[str]:
+    storage = app.state.storage
+    assert isinstance(storage, LocalStorage)  # the tests' default: var/files of the app
+    folder = storage.root / "invoices" / str(invoice.year)
+    return sorted(path.name for path in folder.glob(f"{invoice.id}-*.pdf"))
+
+
+async def invoice_of(app: FastAPI, booking_id: str) -> Invoice:
+    async with app.state.db.session(write=False) as session:
+        invoice = await session.scalar(
+            select(Invoice).where(Invoice.booking_id == uuid.UUID(booking_id))
+        )
+    assert invoice is not None
+    return invoice
+
+
+async def test_erasure_deletes_the_stored_invoice_pdfs_that_show_the_customer(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    show = await seed_show(app)
+    admin = await make_user(app, "admin")
+    anna, bob = await register(client), await register(client)
+    booked = {
+        name: await book_and_pay(client, who["headers"], show.showtime_id, seat)
+        for name, who, seat in (("anna", anna, "A1"), ("bob", bob, "A2"))
+    }
+    for name, who in (("anna", anna), ("bob", bob)):
+        pdf = await client.get(
+            f"/api/bookings/{booked[name]['id']}/invoice.pdf", headers=who["headers"]
+        )
+        assert pdf.status_code == 200, pdf.text
+    annas, bobs = (
+        await invoice_of(app, booked["anna"]["id"]),
+        await invoice_of(app, booked["bob"]["id"]),
+    )
+    with_her_name = stored_invoice_pdfs(app, annas)
+    assert len(with_her_name) == 1
+    bobs_pdfs = stored_invoice_pdfs(app, bobs)
+    assert len(bobs_pdfs) == 1
+
+    assert (await client.delete("/api/me", headers=anna["headers"])).status_code == 204
+    await settle_jobs(app)
+    assert stored_invoice_pdfs(app, annas) == []  # her name and address are gone from storage
+    assert stored_invoice_pdfs(app, bobs) == bobs_pdfs  # another customer's stay
+
+    # The invoice itself stays (accounting): rendered anew, anonymised, under another key.
+    again = await client.get(
+        f"/api/bookings/{booked['anna']['id']}/invoice.pdf", headers=admin.headers
+    )
+    assert again.status_code == 200, again.text
+    assert again.content.startswith(b"%PDF")
+    anonymised = stored_invoice_pdfs(app, annas)
+    assert len(anonymised) == 1
+    assert anonymised != with_her_name
 
 
 async def test_the_last_active_admin_cannot_be_erased(

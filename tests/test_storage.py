@@ -170,6 +170,23 @@ async def test_delete_removes_the_file_and_is_idempotent(storage: Storage) -> No
     assert await storage.get("tickets/other.pdf") == StoredFile(b"other", "application/pdf")
 
 
+async def test_delete_prefix_removes_every_file_whose_key_starts_with_it(storage: Storage) -> None:
+    doomed = ("invoices/2026/a-1.pdf", "invoices/2026/a-2.pdf", "invoices/2026/a-x/deep.pdf")
+    kept = ("invoices/2026/ab.pdf", "invoices/2026/b-a-1.pdf", "invoices/2027/a-1.pdf")
+    for key in doomed + kept:
+        await storage.put(key, key.encode(), "application/pdf")
+    assert await storage.delete_prefix("invoices/2026/a-") == len(doomed)
+    for key in doomed:
+        assert not await storage.exists(key), key
+        assert await storage.get(key) is None, key
+    for key in kept:
+        assert await storage.get(key) == StoredFile(key.encode(), "application/pdf"), key
+    assert await storage.delete_prefix("invoices/2026/a-") == 0
+    assert await storage.delete_prefix("nothing/here-") == 0
+    with pytest.raises(ValueError, match="not a storage key"):
+        await storage.delete_prefix("../invoices")
+
+
 async def test_a_prefix_or_a_path_below_a_file_is_no_file(storage: Storage) -> None:
     # S3 has only keys; the directory backend has directories, and must answer the same.
     await storage.put("tickets/2026/t.pdf", PDF, "application/pdf")
@@ -408,6 +425,20 @@ async def test_local_put_leaves_only_the_file_and_its_content_type(
     assert (local_storage.root / "tickets" / "t.pdf").read_bytes() == PDF + b"v2"
     await local_storage.delete("tickets/t.pdf")
     assert tree(local_storage.root) == ["tickets"]
+
+
+async def test_local_delete_prefix_leaves_no_content_type_behind(
+    local_storage: LocalStorage,
+) -> None:
+    await local_storage.put("invoices/2026/a-1.pdf", PDF, "application/pdf")
+    await local_storage.put("invoices/2026/b-1.pdf", PDF, "application/pdf")
+    assert await local_storage.delete_prefix("invoices/2026/a-") == 1
+    assert tree(local_storage.root) == [
+        "invoices",
+        "invoices/2026",
+        "invoices/2026/.b-1.pdf.meta.json",
+        "invoices/2026/b-1.pdf",
+    ]
 
 
 async def test_a_failed_local_put_leaves_the_old_file_and_no_temporary_one(

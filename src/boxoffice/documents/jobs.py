@@ -1,5 +1,6 @@
 """The periodic job that issues invoices a confirmation left unissued (its process stopped
-between the commit and the invoice; see documents.service)."""
+between the commit and the invoice; see documents.service), and the job that deletes an
+erased customer's stored invoice PDFs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 
 from boxoffice.core.db import Database
 from boxoffice.documents import service
+from boxoffice.jobs import JobContext, job
 
 log = structlog.get_logger(__name__)
 
@@ -30,3 +32,11 @@ async def issue_missing_once(app: FastAPI) -> None:
     app.state.invoice_repair_ran = True
     if issued:
         log.warning("missing_invoices_issued", count=issued)
+
+
+@job(service.FORGET_INVOICE_PDFS_JOB, max_attempts=8)
+async def forget_invoice_pdfs(ctx: JobContext, prefixes: list[str]) -> None:
+    deleted = 0
+    for prefix in prefixes:
+        deleted += await ctx.storage.delete_prefix(prefix)
+    log.info("invoice_pdfs_forgotten", invoices=len(prefixes), files=deleted)

@@ -65,6 +65,7 @@ from boxoffice.documents.pdf import (
     render_invoice,
     render_tickets,
 )
+from boxoffice.jobs import enqueue
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Refund
 from boxoffice.scheduling.models import Showtime
@@ -455,13 +456,36 @@ async def invoice_pdf(
         )
         raise InvoiceNotAvailable(detail, bookingStatus=booking.status)
     document = await _invoice_document(session, settings, booking, invoice)
-    key = f"invoices/{invoice.year}/{invoice.id}-{fingerprint(document)}.pdf"
+    key = f"{_invoice_pdf_prefix(invoice.year, invoice.id)}{fingerprint(document)}.pdf"
     return await _stored_or_rendered(
         storage,
         key,
         f"invoice-{invoice.invoice_number}.pdf",
         lambda: render_invoice(document),
     )
+
+
+def _invoice_pdf_prefix(year: int, invoice_id: uuid.UUID) -> str:
+    """Where an invoice's stored PDFs are: one per content it has had (see the module's
+    docstring), each ending in its fingerprint."""
+    return f"invoices/{year}/{invoice_id}-"
+
+
+# Stored invoice PDFs show the customer's name and address: an erased account's are deleted
+# (after the erasure commits, with retries); the next download renders the anonymised one.
+FORGET_INVOICE_PDFS_JOB = "documents.forget_invoice_pdfs"
+
+
+async def forget_customer_invoice_pdfs(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Once the transaction commits, delete every stored PDF of the customer's invoices."""
+    invoices = await session.execute(
+        select(Invoice.year, Invoice.id)
+        .join(Booking, Booking.id == Invoice.booking_id)
+        .where(Booking.user_id == user_id)
+    )
+    prefixes = [_invoice_pdf_prefix(year, invoice_id) for year, invoice_id in invoices]
+    if prefixes:
+        enqueue(session, FORGET_INVOICE_PDFS_JOB, prefixes=prefixes)
 
 
 async def _invoice_document(

@@ -38,6 +38,7 @@ from boxoffice.catalog.models import Movie
 from boxoffice.core.clock import utcnow
 from boxoffice.core.idempotency import IdempotencyRecord
 from boxoffice.core.security import hash_password
+from boxoffice.documents import service as documents
 from boxoffice.notifications.models import Notification, NotificationPreference
 from boxoffice.payments.service import PaymentContext
 from boxoffice.privacy.exceptions import LastAdmin
@@ -277,6 +278,7 @@ async def erase_user(
     role = user.role
     await _anonymise(user, utcnow())
     await session.flush()
+    await documents.forget_customer_invoice_pdfs(session, user.id)
     audit.record(
         session,
         "user.erased",

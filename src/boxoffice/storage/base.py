@@ -41,6 +41,10 @@ class Storage(Protocol):
         """Remove the file; no error if there is none."""
         ...
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every file whose key starts with `prefix`; how many there were."""
+        ...
+
     async def download_url(self, key: str, filename: str) -> str | None:
         """A time-limited URL the client can fetch the file from directly, or None when the
         API should stream it itself (the local directory)."""

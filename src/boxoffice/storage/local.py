@@ -70,6 +70,27 @@ class LocalStorage:
             with contextlib.suppress(*_ABSENT):
                 target.unlink()
 
+    async def delete_prefix(self, prefix: str) -> int:
+        return await asyncio.to_thread(self._delete_prefix, self._path(prefix))
+
+    @classmethod
+    def _delete_prefix(cls, path: Path) -> int:
+        # Keys are paths: those starting with `a/b-` are the files `b-*` of directory `a` and
+        # every file below its directories `b-*` (as S3 matches the key's characters).
+        try:
+            entries = [entry for entry in path.parent.iterdir() if entry.name.startswith(path.name)]
+        except _ABSENT:
+            return 0
+        files = [entry for entry in entries if entry.is_file()]
+        for directory in (entry for entry in entries if entry.is_dir()):
+            files += (below for below in directory.rglob("*") if below.is_file())
+        deleted = 0
+        for file in files:
+            if not file.name.startswith("."):  # content types and temporary files go with theirs
+                cls._delete(file)
+                deleted += 1
+        return deleted
+
     async def download_url(self, key: str, filename: str) -> str | None:
         check_key(key)
         return None  # the API streams local files itself

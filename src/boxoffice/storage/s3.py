@@ -141,6 +141,19 @@ class S3Storage:
         admission.leave()
         await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=check_key(key))
 
+    async def delete_prefix(self, prefix: str) -> int:
+        admission.leave()
+        return await asyncio.to_thread(self._delete_prefix, check_key(prefix))
+
+    def _delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        pages = self.client.get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
+                deleted += 1
+        return deleted
+
     async def download_url(self, key: str, filename: str) -> str | None:
         params = {
             "Bucket": self.bucket,

@@ -51,6 +51,7 @@ class Booking(IdMixin, TimestampMixin, Base):
         Index("ix_bookings_status_expires", "status", "expires_at"),
         Index("ix_bookings_showtime", "showtime_id"),
         Index("ix_bookings_confirmed_at", "confirmed_at"),  # the invoice repair job
+        Index("ix_bookings_hold", "hold_id"),  # a deleted hold sets its bookings' to null
     )
 
     reference: Mapped[str] = mapped_column(String(12), unique=True)

@@ -47,7 +47,11 @@ class Payment(IdMixin, TimestampMixin, Base):
 
 class Refund(IdMixin, Base):
     __tablename__ = "refunds"
-    __table_args__ = (Index("ix_refunds_booking", "booking_id"),)
+    __table_args__ = (
+        Index("ix_refunds_booking", "booking_id"),
+        Index("ix_refunds_payment", "payment_id"),
+        Index("ix_refunds_requested_by", "requested_by"),
+    )
 
     payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"))
     booking_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bookings.id"))
@@ -66,7 +70,12 @@ class PaymentEvent(IdMixin, Base):
     find the row and do nothing."""
 
     __tablename__ = "payment_events"
-    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id"),
+        # Every confirmation reads the payment's refund events (a refund reported before
+        # the success): without it, a scan of every event ever received.
+        Index("ix_payment_events_payment", "payment_id"),
+    )
 
     provider: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str] = mapped_column(String(120))

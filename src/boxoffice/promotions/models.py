@@ -53,6 +53,7 @@ class PromoRedemption(IdMixin, Base):
     __table_args__ = (
         UniqueConstraint("booking_id"),
         Index("ix_promo_redemptions_code_user", "promo_code_id", "user_id", "status"),
+        Index("ix_promo_redemptions_user", "user_id"),
     )
 
     promo_code_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("promo_codes.id"))

@@ -25,6 +25,7 @@ class Ticket(IdMixin, Base):
         # Uniqueness of sold seats comes from showtime_seats (one conditional UPDATE per sale);
         # this index serves the door and the consistency checks.
         Index("ix_tickets_showtime_seat", "showtime_id", "seat_id"),
+        Index("ix_tickets_used_by", "used_by"),
     )
 
     booking_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bookings.id"))

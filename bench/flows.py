@@ -161,6 +161,33 @@ async def purchases(
     return FlowResult(time.perf_counter() - started, done, recorder)
 
 
+async def warm_up(
+    base: str,
+    slots: list[tuple[str, str, str, list[str]]],
+    seat_maps: list[tuple[str, str]],
+    *,
+    clients: int,
+    seconds: float,
+) -> None:
+    """Purchases and signed-in seat maps (customer token, showtime), unmeasured, before the
+    flows are measured: as each wrk scenario gets 2 s of its load first, every pooled
+    connection of both server processes prepares these requests' statements and the layout
+    cache fills, as on a server that has been up for a while."""
+    recorder = Recorder()
+
+    async def maps(session: aiohttp.ClientSession) -> None:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for token, showtime in seat_maps:
+                await recorder.call(session, "GET", f"{base}/api/showtimes/{showtime}/seats", token)
+
+    async with aiohttp.ClientSession(connector=_connector(clients)) as session:
+        await asyncio.gather(
+            purchases(base, slots, clients=clients, seconds=seconds),
+            *(maps(session) for _ in range(max(1, clients // 4))),
+        )
+
+
 async def constant_flow(base: str, *, steps: int, clients: int, seconds: float) -> FlowResult:
     """The ceiling of a flow: the same client making `steps` requests per flow to the constant
     endpoint."""

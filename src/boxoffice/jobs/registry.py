@@ -7,7 +7,7 @@ import inspect
 import json
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -68,6 +68,11 @@ class Job:
     name: str
     function: JobFunction
     max_attempts: int | None  # None: BOXOFFICE_JOBS_MAX_ATTEMPTS
+    # Read once: inspecting the function on every enqueue cost ~40 us a confirmation.
+    signature: inspect.Signature = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signature", inspect.signature(self.function))
 
 
 _jobs: dict[str, Job] = {}
@@ -105,25 +110,30 @@ def get_job(name: str) -> Job:
 def check_arguments(job: Job, args: dict[str, Any]) -> dict[str, Any]:
     """The arguments as the job will receive them (a JSON round trip), or JobArgumentsError."""
     try:
-        inspect.signature(job.function).bind(None, **args)
+        job.signature.bind(None, **args)
     except TypeError as exc:
         raise JobArgumentsError(f"job {job.name!r}: {exc}") from None
-    bad = [key for key, value in args.items() if not _survives_json(value)]
-    if bad:
+    decoded = _json_round_trip(args)
+    if decoded != args:  # some value does not survive: name them (the rare, failing case)
+        bad = [key for key, value in args.items() if _json_round_trip(value) != value]
         raise JobArgumentsError(
             f"job {job.name!r}: arguments must be JSON values (str, int, float, bool, None, "
             f"lists, dicts with string keys); not so: "
             + ", ".join(f"{key}={type(args[key]).__name__}" for key in bad)
         )
-    decoded: dict[str, Any] = json.loads(json.dumps(args))
-    return decoded
+    checked: dict[str, Any] = decoded
+    return checked
 
 
-def _survives_json(value: Any) -> bool:
+_NOT_JSON = object()
+
+
+def _json_round_trip(value: Any) -> Any:
+    """`value` after a JSON round trip; a marker equal to nothing if it has no JSON form."""
     try:
-        return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
+        return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError):
-        return False
+        return _NOT_JSON
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:

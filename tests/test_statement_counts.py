@@ -38,8 +38,8 @@ BUDGETS: dict[str, dict[str, int]] = {
         "seat map, signed in": 2,
         "hold": 1,
         "release": 1,
-        "booking": 12,
-        "confirmation": 14,
+        "booking": 11,
+        "confirmation": 13,
     },
     # SQLite counts its BEGIN and COMMIT as statements; hold and release, and the seat map's
     # two reads, run on the plain sqlite3 connection (microseconds each, no driver thread).
@@ -48,8 +48,8 @@ BUDGETS: dict[str, dict[str, int]] = {
         "seat map, signed in": 4,
         "hold": 7,
         "release": 5,
-        "booking": 13,
-        "confirmation": 19,
+        "booking": 12,
+        "confirmation": 18,
     },
     "mysql": {
         "seat map": 2,

@@ -194,6 +194,17 @@ _LOCK_BOOKING_BY_REF = (
 _LOCK_PAYMENT_BY_REF = (
     select(Payment).where(*_BY_REF).with_for_update().execution_options(populate_existing=True)
 )
+# Both in one round trip: PostgreSQL locks the rows of a join in the order of its FROM list,
+# the booking's first (checked with a third transaction while the join waits for the payment).
+# MariaDB locks them in the order it reads them (by the payment's reference): it runs the two
+# statements above.
+_LOCK_BOOKING_AND_PAYMENT_BY_REF = (
+    select(Booking, Payment)
+    .join(Payment, Payment.booking_id == Booking.id)
+    .where(*_BY_REF)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 _LOCK_PAYMENT = (
     select(Payment)
     .where(Payment.id == bindparam("the_payment"))
@@ -612,15 +623,25 @@ async def lock_by_ref(
     locking the payment first, a payment arriving as its booking expires deadlocked with the
     expiry job."""
     by_ref = {"the_provider": provider_name, "the_ref": provider_ref}
+    if session.get_bind().dialect.name != "mysql":
+        row = (await session.execute(_LOCK_BOOKING_AND_PAYMENT_BY_REF, by_ref)).first()
+        if row is None:
+            return None
+        _pin(session, row[0])
+        return row[1]
     # One statement finds and locks the booking (and loads it for the caller).
     booking = await session.scalar(_LOCK_BOOKING_BY_REF, by_ref)
     if booking is None:
         return None
+    _pin(session, booking)
+    return await session.scalar(_LOCK_PAYMENT_BY_REF, by_ref)
+
+
+def _pin(session: AsyncSession, booking: Booking) -> None:
     # The identity map holds unchanged objects weakly: pinned for the unit of work, the
     # booking is still there when the caller and the success handler get it (else each
     # `session.get` read it again).
     session.info.setdefault("pinned", []).append(booking)
-    return await session.scalar(_LOCK_PAYMENT_BY_REF, by_ref)
 
 
 @dataclass(frozen=True)

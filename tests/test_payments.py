@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.audit.models import AuditEntry
@@ -957,3 +958,50 @@ async def test_admin_reads_the_audit_log_filtered_and_paginated(
     forbidden = await client.get("/api/admin/audit-log", headers=cashier.headers)
     assert forbidden.status_code == 403
     assert (await client.get("/api/admin/audit-log")).status_code == 401
+
+
+@pytest.mark.backends("postgres", "mysql")
+async def test_a_payment_is_locked_after_its_booking(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Everything that changes a booking and its payment locks the booking first (the expiry
+    job, refunds, cancellation), so lock_by_ref must too, whether it takes both rows in one
+    statement (PostgreSQL) or two (MariaDB). While it waits for the payment's row, the booking's
+    row is already its own: a third transaction cannot take it."""
+    customer = await make_user(app)
+    booking_id = await pending_booking(app, customer)
+    intent_id = await create_intent(client, customer, booking_id)
+
+    payment_locked = asyncio.Event()
+    release_payment = asyncio.Event()
+
+    async def hold_the_payment() -> None:
+        async with app.state.db.session() as session:
+            await session.execute(
+                select(Payment.id).where(Payment.provider_ref == intent_id).with_for_update()
+            )
+            payment_locked.set()
+            await release_payment.wait()
+
+    async def lock_by_ref() -> Payment | None:
+        await payment_locked.wait()
+        async with app.state.db.session() as session:
+            return await service.lock_by_ref(session, "local", intent_id)
+
+    holder = asyncio.create_task(hold_the_payment())
+    waiter = asyncio.create_task(lock_by_ref())
+    try:
+        await payment_locked.wait()
+        await asyncio.sleep(0.5)  # lock_by_ref is waiting for the payment's row by now
+        assert not waiter.done()
+        with pytest.raises(DBAPIError):
+            async with app.state.db.session() as session:
+                await session.execute(
+                    select(Booking.id).where(Booking.id == booking_id).with_for_update(nowait=True)
+                )
+    finally:
+        release_payment.set()
+        await holder
+    payment = await waiter
+    assert payment is not None
+    assert payment.booking_id == booking_id

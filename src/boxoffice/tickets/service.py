@@ -77,7 +77,9 @@ async def void_tickets(
     return _rowcount(result)
 
 
-# Read after every purchase: built once with a bound parameter.
+# Read after every purchase: built once with bound parameters (session.get builds its query
+# on each call).
+_BOOKING = select(Booking).where(Booking.id == bindparam("the_booking"))
 _TICKETS_OF_BOOKING = (
     select(Ticket)
     .join(Seat, Seat.id == Ticket.seat_id)
@@ -95,7 +97,7 @@ async def booking_tickets(
     session: AsyncSession, booking_id: uuid.UUID, viewer: User, *, may_read_any: bool
 ) -> list[Ticket]:
     """The tickets of a booking for its owner or staff; anyone else learns nothing (404)."""
-    booking = await session.get(Booking, booking_id)
+    booking = await session.scalar(_BOOKING, {"the_booking": booking_id})
     if booking is None or (booking.user_id != viewer.id and not may_read_any):
         raise BookingNotFound(f"No booking with id {booking_id}.")
     if booking.status not in _ISSUED:

@@ -30,8 +30,9 @@ from tests.helpers import make_user
 # SQLite: BEGIN, the counter upsert, 1 INSERT; MariaDB: the upsert, 1 SELECT, 1 INSERT).
 # Confirmation notifies: 1 SELECT (the user with their preferences), 1 INSERT (in-app row).
 # A payment's conditional UPDATE returns its row (PostgreSQL, SQLite; MariaDB reads it again);
-# on PostgreSQL the seats of a booking and of a confirmation are locked, judged and written by
-# one statement each (booking.holds.SeatRowsUpdate), no savepoint.
+# on PostgreSQL the seats of a booking are locked, judged and written by one statement
+# (booking.holds.SeatRowsUpdate), no savepoint, and a confirmation's lines, seats, booking and
+# tickets are one statement (booking.service._confirm_at_once).
 BUDGETS: dict[str, dict[str, int]] = {
     "postgresql": {
         "seat map": 1,
@@ -39,7 +40,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "hold": 1,
         "release": 1,
         "booking": 11,
-        "confirmation": 13,
+        "confirmation": 10,
     },
     # SQLite counts its BEGIN and COMMIT as statements; hold and release, and the seat map's
     # two reads, run on the plain sqlite3 connection (microseconds each, no driver thread).

@@ -13,7 +13,20 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, Select, bindparam, func, select, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    CursorResult,
+    Insert,
+    Result,
+    Select,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
@@ -55,6 +68,32 @@ async def issue_tickets(
     session.add_all(tickets)
     await session.flush()  # one batched INSERT
     return tickets
+
+
+def issue_tickets_from(
+    lines: CTE,
+    *,
+    booking_id: ColumnElement[uuid.UUID],
+    showtime_id: ColumnElement[uuid.UUID],
+    issued_at: ColumnElement[dt.datetime],
+    when: ColumnElement[bool],
+) -> Insert:
+    """PostgreSQL: `issue_tickets` as part of a larger statement (booking's confirmation in
+    one round trip): one valid ticket per not refunded row of `lines` (its seat_id, seat_label
+    and refunded columns), if `when` holds. Ids from gen_random_uuid() (PostgreSQL 13+)."""
+    columns = ("id", "booking_id", "showtime_id", "seat_id", "seat_label", "status", "issued_at")
+    return insert(Ticket).from_select(
+        columns,
+        select(
+            func.gen_random_uuid(),
+            booking_id,
+            showtime_id,
+            lines.c.seat_id,
+            lines.c.seat_label,
+            literal(TicketStatus.VALID),
+            issued_at,
+        ).where(lines.c.refunded.is_(False), when),
+    )
 
 
 async def void_tickets(

@@ -30,16 +30,16 @@ from tests.helpers import make_user
 # SQLite: BEGIN, the counter upsert, 1 INSERT; MariaDB: the upsert, 1 SELECT, 1 INSERT).
 # Confirmation notifies: 1 SELECT (the user with their preferences), 1 INSERT (in-app row).
 # A payment's conditional UPDATE returns its row (PostgreSQL, SQLite; MariaDB reads it again);
-# on PostgreSQL the seats of a booking are locked, judged and written by one statement
-# (booking.holds.SeatRowsUpdate), no savepoint, and a confirmation's lines, seats, booking and
-# tickets are one statement (booking.service._confirm_at_once).
+# on PostgreSQL a booking's lines, its hold and the hold's seats are one statement
+# (booking.service._hold_to_booking), and a confirmation's lines, seats, booking and tickets
+# another (booking.service._confirm_at_once), no savepoint.
 BUDGETS: dict[str, dict[str, int]] = {
     "postgresql": {
         "seat map": 1,
         "seat map, signed in": 2,
         "hold": 1,
         "release": 1,
-        "booking": 11,
+        "booking": 9,
         "confirmation": 10,
     },
     # SQLite counts its BEGIN and COMMIT as statements; hold and release, and the seat map's

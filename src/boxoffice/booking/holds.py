@@ -12,9 +12,20 @@ import datetime as dt
 import sqlite3
 import uuid
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Executable, Integer, bindparam, func, or_, select, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Executable,
+    Integer,
+    Update,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
@@ -141,6 +152,12 @@ class SeatRowsUpdate:
         if dialect != "postgresql" and self._all_or_none and changed != params["expected"]:
             return None
         return changed
+
+    def postgresql_cte(self, name: str) -> CTE:
+        """PostgreSQL: the update as a CTE of a larger statement, returning the seat ids it
+        changed (the same parameters as `run`, `the_showtime` among them)."""
+        statement = cast(Update, self._build(postgresql=True))
+        return statement.returning(ShowtimeSeat.seat_id).cte(name)
 
     def _build(self, postgresql: bool) -> Executable:
         showtime = ShowtimeSeat.showtime_id == bindparam("the_showtime")

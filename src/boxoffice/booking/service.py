@@ -14,7 +14,21 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import Executable, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    Executable,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -150,6 +164,57 @@ def _confirm_at_once() -> Executable:
 
 
 _CONFIRM_AT_ONCE = _confirm_at_once()
+
+
+def _hold_to_booking() -> Executable:
+    """PostgreSQL: the booking's lines written, its hold marked converted and the hold's seats
+    extended to the payment deadline (`_EXTEND_HOLD`), in one statement instead of three
+    round trips and the ORM's flushes of the lines and the hold. Answers how many seats it
+    extended (the caller refuses the booking, and so undoes the rest, unless all)."""
+    lines = (
+        func.unnest(
+            bindparam("line_ids", type_=ARRAY(Uuid())),
+            bindparam("seat_ids", type_=ARRAY(Uuid())),
+            bindparam("labels", type_=ARRAY(Text())),
+            bindparam("classes", type_=ARRAY(Text())),
+            bindparam("prices", type_=ARRAY(BookingLine.unit_price.type)),
+        )
+        .table_valued("id", "seat_id", "seat_label", "seat_class", "unit_price")
+        .render_derived()
+    )
+    written = (
+        insert(BookingLine)
+        .from_select(
+            ("id", "booking_id", "seat_id", "seat_label", "seat_class", "unit_price", "refunded"),
+            select(
+                lines.c.id,
+                bindparam("the_booking", type_=BookingLine.booking_id.type),
+                lines.c.seat_id,
+                lines.c.seat_label,
+                lines.c.seat_class,
+                lines.c.unit_price,
+                false(),
+            ),
+        )
+        .returning(BookingLine.id)
+        .cte("written")
+    )
+    converted = (
+        update(Hold)
+        .where(Hold.id == bindparam("the_hold"))
+        .values(status=HoldStatus.CONVERTED)
+        .returning(Hold.id)
+        .cte("converted")
+    )
+    extended = _EXTEND_HOLD.postgresql_cte("extended")
+    return select(
+        select(func.count()).select_from(extended).scalar_subquery().label("extended"),
+        select(func.count()).select_from(written).scalar_subquery().label("lines"),
+        select(func.count()).select_from(converted).scalar_subquery().label("converted"),
+    )
+
+
+_HOLD_TO_BOOKING = _hold_to_booking()
 
 # What a booking reads of its hold, built once with bound parameters (building them cost
 # ~0.2 ms of CPU each per booking): the hold, locked; the showtime with its theater; the
@@ -292,15 +357,19 @@ async def create_booking(
     await insert_booking(session, booking)
     lines = [
         BookingLine(
+            id=uuid.uuid4(),
             booking_id=booking.id,
             seat_id=s.id,
             seat_label=s.label,
             seat_class=s.seat_class,
             unit_price=prices[s.id],
+            refunded=False,
         )
         for s in sorted(seats, key=lambda s: s.label)
     ]
-    session.add_all(lines)
+    at_once = session.get_bind().dialect.name == "postgresql"
+    if not at_once:
+        session.add_all(lines)
     snack_lines = await checkout.apply_extras(
         session,
         booking,
@@ -313,18 +382,34 @@ async def create_booking(
         points=data.points_to_redeem or 0,
         now=now,
     )
-    hold.status = HoldStatus.CONVERTED
     # The hold now lasts until the payment deadline and points at the booking. Conditional on
     # the hold being alive *now*: the check above did not lock the rows, so a seat whose hold
     # ran out meanwhile may have gone to someone else (then nothing is booked).
-    extended = await _EXTEND_HOLD.run(
-        session,
-        showtime.id,
-        the_hold=hold.id,
-        now=now,
-        until=booking.expires_at,
-        the_booking=booking.id,
-    )
+    extend = {
+        "the_hold": hold.id,
+        "now": now,
+        "until": booking.expires_at,
+        "the_booking": booking.id,
+    }
+    if at_once:  # the lines, the hold and its seats in one statement
+        extended = (
+            await session.execute(
+                _HOLD_TO_BOOKING,
+                {
+                    "the_showtime": showtime.id,
+                    **extend,
+                    "line_ids": [line.id for line in lines],
+                    "seat_ids": [line.seat_id for line in lines],
+                    "labels": [line.seat_label for line in lines],
+                    "classes": [line.seat_class for line in lines],
+                    "prices": [line.unit_price for line in lines],
+                },
+            )
+        ).scalar_one()
+        set_committed_value(hold, "status", HoldStatus.CONVERTED)
+    else:
+        hold.status = HoldStatus.CONVERTED
+        extended = await _EXTEND_HOLD.run(session, showtime.id, **extend)
     if extended != len(seats):
         raise HoldExpired("The hold has expired; hold the seats again.")
     await session.flush()

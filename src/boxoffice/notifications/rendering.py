@@ -81,6 +81,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Package data that never changes while the process runs: no stat() of the file on
+        # every get_template (render_in_app 32 -> 25 us; three renders per confirmation).
+        auto_reload=False,
     )
     env.filters["money"] = _money_filter
     env.filters["when"] = _when_filter

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, Executable, bindparam, select, update
+from sqlalchemy import CursorResult, Executable, Update, bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -216,6 +216,7 @@ _REFUNDED_EVENTS = select(PaymentEvent.payload).where(
     PaymentEvent.event_type == EventType.REFUNDED,
 )
 _TRANSITIONS_BUILT: dict[tuple[tuple[str, ...], bool], Executable] = {}
+_SUCCEEDED_VALUES = ("failure_code", "succeeded_at")
 
 
 def _transition_statement(columns: tuple[str, ...], returning: bool) -> Executable:
@@ -275,6 +276,46 @@ async def _apply(
             return True
     await session.refresh(payment)
     return False
+
+
+def _succeed_reporting_refunds() -> Executable:
+    """PostgreSQL: the success's transition, answering with the payment whether the provider
+    reported a refund of it before (an event stored under the payment's lock, which this
+    transaction holds), so that the usual case reads no events."""
+    refund_reported = exists().where(
+        PaymentEvent.payment_id == Payment.id,
+        PaymentEvent.event_type == EventType.REFUNDED,
+    )
+    moved = cast(Update, _transition_statement(_SUCCEEDED_VALUES, returning=False))
+    return moved.returning(Payment, refund_reported.label("refund_reported"))
+
+
+_SUCCEED_REPORTING_REFUNDS = _succeed_reporting_refunds()
+
+
+async def _succeed(session: AsyncSession, payment: Payment) -> tuple[bool, bool]:
+    """Move the payment to succeeded: whether this call did, and whether a refund may have
+    been reported for it before (always True but on PostgreSQL, which says in the UPDATE)."""
+    values = {"succeeded_at": utcnow(), "failure_code": None}
+    sources = TRANSITIONS[PaymentStatus.SUCCEEDED]
+    if session.get_bind().dialect.name != "postgresql":
+        return await _apply(session, payment, PaymentStatus.SUCCEEDED, sources, values), True
+    row = (
+        await session.execute(
+            _SUCCEED_REPORTING_REFUNDS,
+            {
+                "the_payment": payment.id,
+                "sources": sorted(sources),
+                "to": PaymentStatus.SUCCEEDED,
+                **{f"new_{column}": value for column, value in values.items()},
+            },
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )
+    ).first()
+    if row is None:
+        await session.refresh(payment)
+        return False, False
+    return True, bool(row.refund_reported)
 
 
 async def transition(session: AsyncSession, payment: Payment, to: str, **values: Any) -> bool:
@@ -367,19 +408,13 @@ async def mark_succeeded(
     """The provider took the money. Exactly one caller moves pending -> succeeded and runs the
     success handler, however many webhooks and confirmations race; a success for a cancelled
     or failed payment is refunded. True if this call applied the success."""
-    applied = await _apply(
-        session,
-        payment,
-        PaymentStatus.SUCCEEDED,
-        TRANSITIONS[PaymentStatus.SUCCEEDED],
-        {"succeeded_at": utcnow(), "failure_code": None},
-    )
+    applied, refund_reported = await _succeed(session, payment)
     if not applied:
         if payment.status in NOT_PAID:
             await _refund_late_success(session, ctx, payment)
         return False
     _audit(session, payment, "succeeded", actor_kind, actor_id, amount=payment.amount)
-    refunded_early = await _refund_total_from_events(session, payment)
+    refunded_early = await _refund_total_from_events(session, payment) if refund_reported else None
     if refunded_early is not None and refunded_early >= payment.amount:
         # Refunded in full at the provider before its success reached us: nothing to honour.
         await _record_provider_refund(session, payment, refunded_early)

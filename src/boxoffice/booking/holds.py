@@ -153,13 +153,14 @@ class SeatRowsUpdate:
             return None
         return changed
 
-    def postgresql_cte(self, name: str) -> CTE:
+    def postgresql_cte(self, name: str, expected: ColumnElement[int] | None = None) -> CTE:
         """PostgreSQL: the update as a CTE of a larger statement, returning the seat ids it
-        changed (the same parameters as `run`, `the_showtime` among them)."""
-        statement = cast(Update, self._build(postgresql=True))
+        changed (the same parameters as `run`, `the_showtime` among them). With `all_or_none`,
+        `expected` may be an expression of that statement instead of the `expected` parameter."""
+        statement = cast(Update, self._build(postgresql=True, expected=expected))
         return statement.returning(ShowtimeSeat.seat_id).cte(name)
 
-    def _build(self, postgresql: bool) -> Executable:
+    def _build(self, postgresql: bool, expected: ColumnElement[int] | None = None) -> Executable:
         showtime = ShowtimeSeat.showtime_id == bindparam("the_showtime")
         if not postgresql:
             return (
@@ -182,7 +183,9 @@ class SeatRowsUpdate:
         )
         if self._all_or_none:
             ready = select(func.count()).select_from(locked).where(locked.c.ok).scalar_subquery()
-            statement = statement.where(ready == bindparam("expected", type_=Integer))
+            if expected is None:
+                expected = bindparam("expected", type_=Integer)
+            statement = statement.where(ready == expected)
         return statement
 
 

@@ -74,33 +74,42 @@ _EXTEND_HOLD = SeatRowsUpdate(
     },
 )
 # The booking's seats are sold: those it holds, or free ones (a late payment after expiry).
+_SELLABLE = or_(
+    and_(
+        ShowtimeSeat.booking_id == bindparam("the_booking"),
+        ShowtimeSeat.status == SeatStatus.HELD,
+    ),
+    seat_is_free(bindparam("now", type_=ShowtimeSeat.held_until.type)),
+)
+_SOLD = {
+    "status": SeatStatus.BOOKED,
+    "booking_id": bindparam("the_booking", type_=ShowtimeSeat.booking_id.type),
+    "hold_id": None,
+    "held_until": None,
+}
 _SELL = SeatRowsUpdate(
     ShowtimeSeat.seat_id.in_(bindparam("the_seats", expanding=True)),
-    or_(
-        and_(
-            ShowtimeSeat.booking_id == bindparam("the_booking"),
-            ShowtimeSeat.status == SeatStatus.HELD,
-        ),
-        seat_is_free(bindparam("now", type_=ShowtimeSeat.held_until.type)),
+    _SELLABLE,
+    _SOLD,
+    all_or_none=True,
+)
+# The same, the seats named by the booking's lines (PostgreSQL's confirmation statement).
+_SELL_LINES = SeatRowsUpdate(
+    ShowtimeSeat.seat_id.in_(
+        select(BookingLine.seat_id).where(BookingLine.booking_id == bindparam("the_booking"))
     ),
-    {
-        "status": SeatStatus.BOOKED,
-        "booking_id": bindparam("the_booking", type_=ShowtimeSeat.booking_id.type),
-        "hold_id": None,
-        "held_until": None,
-    },
+    _SELLABLE,
+    _SOLD,
     all_or_none=True,
 )
 
 
 def _confirm_at_once() -> Executable:
     """PostgreSQL: a paid booking's confirmation in one statement, all or nothing: its seats
-    sold (those it holds, or free ones: a late payment after expiry; locked in seat order as
-    `SeatRowsUpdate` does), the booking confirmed and its tickets issued; nothing at all unless
-    every seat could be sold. Four round trips on the other backends (its lines, the seats,
-    the booking, the tickets). Answers whether it confirmed."""
+    sold (`_SELL_LINES`: locked in seat order, none unless all can be), the booking confirmed
+    and its tickets issued. Four round trips on the other backends (its lines, the seats, the
+    booking, the tickets). Answers whether it confirmed."""
     booking_id = bindparam("the_booking", type_=Booking.id.type)
-    showtime_id = bindparam("the_showtime", type_=ShowtimeSeat.showtime_id.type)
     now = bindparam("now", type_=ShowtimeSeat.held_until.type)
     lines = (
         select(BookingLine.seat_id, BookingLine.seat_label, BookingLine.refunded)
@@ -108,34 +117,7 @@ def _confirm_at_once() -> Executable:
         .cte("lines")
     )
     line_count = select(func.count()).select_from(lines).scalar_subquery()
-    sellable = or_(
-        and_(ShowtimeSeat.booking_id == booking_id, ShowtimeSeat.status == SeatStatus.HELD),
-        seat_is_free(now),
-    )
-    locked = (
-        select(ShowtimeSeat.seat_id, sellable.label("ok"))
-        .where(
-            ShowtimeSeat.showtime_id == showtime_id,
-            ShowtimeSeat.seat_id.in_(select(lines.c.seat_id)),
-        )
-        .order_by(ShowtimeSeat.seat_id)
-        .with_for_update()
-        .cte("locked")
-        .prefix_with("MATERIALIZED")
-    )
-    sold = (
-        update(ShowtimeSeat)
-        .where(
-            ShowtimeSeat.showtime_id == showtime_id,
-            ShowtimeSeat.seat_id == locked.c.seat_id,
-            locked.c.ok,
-            select(func.count()).select_from(locked).where(locked.c.ok).scalar_subquery()
-            == line_count,
-        )
-        .values(status=SeatStatus.BOOKED, booking_id=booking_id, hold_id=None, held_until=None)
-        .returning(ShowtimeSeat.seat_id)
-        .cte("sold")
-    )
+    sold = _SELL_LINES.postgresql_cte("sold", expected=line_count)
     confirmed = (
         update(Booking)
         .where(
@@ -150,7 +132,7 @@ def _confirm_at_once() -> Executable:
         tickets.issue_tickets_from(
             lines,
             booking_id=booking_id,
-            showtime_id=showtime_id,
+            showtime_id=bindparam("the_showtime", type_=ShowtimeSeat.showtime_id.type),
             issued_at=now,
             when=exists(select(confirmed.c.id)),
         )

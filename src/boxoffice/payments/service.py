@@ -251,12 +251,7 @@ async def _apply(
     """One conditional UPDATE; `payment` is reloaded either way. True if it moved."""
     returning = session.get_bind().dialect.update_returning
     statement = _transition_statement(tuple(sorted(values)), returning)
-    params = {
-        "the_payment": payment.id,
-        "sources": sorted(sources),
-        "to": to,
-        **{f"new_{column}": value for column, value in values.items()},
-    }
+    params = _transition_params(payment, to, sources, values)
     if returning:
         # The changed row comes back with the UPDATE and refreshes `payment` (PostgreSQL,
         # SQLite): no second read on the way of every confirmation.
@@ -276,6 +271,18 @@ async def _apply(
             return True
     await session.refresh(payment)
     return False
+
+
+def _transition_params(
+    payment: Payment, to: str, sources: Collection[str], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The parameters of `_transition_statement` for moving `payment` to `to`."""
+    return {
+        "the_payment": payment.id,
+        "sources": sorted(sources),
+        "to": to,
+        **{f"new_{column}": value for column, value in values.items()},
+    }
 
 
 def _succeed_reporting_refunds() -> Executable:
@@ -303,12 +310,7 @@ async def _succeed(session: AsyncSession, payment: Payment) -> tuple[bool, bool]
     row = (
         await session.execute(
             _SUCCEED_REPORTING_REFUNDS,
-            {
-                "the_payment": payment.id,
-                "sources": sorted(sources),
-                "to": PaymentStatus.SUCCEEDED,
-                **{f"new_{column}": value for column, value in values.items()},
-            },
+            _transition_params(payment, PaymentStatus.SUCCEEDED, sources, values),
             execution_options={"synchronize_session": False, "populate_existing": True},
         )
     ).first()

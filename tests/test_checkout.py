@@ -556,6 +556,24 @@ async def test_a_booking_paid_by_its_discounts_is_confirmed_at_once(
         assert {seats[label]["status"] for label in labels} == {"booked"}
 
 
+async def test_a_booking_of_free_seats_is_confirmed_at_once_without_a_payment(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    # A free screening, no extras: on PostgreSQL such a booking would otherwise be written in
+    # one statement with its payment (booking.service); with nothing to pay it has none.
+    show = await seed_showtime(app, base_price=Decimal("0.00"))
+    ann = await make_user(app)
+    answer = await book_with(client, ann, show.showtime_id, "A1", "A2")
+    booking = answer["booking"]
+    assert (answer["paymentClientSecret"], answer["paymentIntentId"]) == (None, None)
+    assert (booking["status"], booking["finalAmount"]) == ("confirmed", "0.00")
+    assert await payments_of(app, booking["id"]) == []
+    issued = await tickets(client, ann, booking["id"])
+    assert sorted(t["seatLabel"] for t in issued) == ["A1", "A2"]
+    seats = await seat_statuses(client, show.showtime_id)
+    assert {seats[label]["status"] for label in ("A1", "A2")} == {"booked"}
+
+
 async def test_a_free_booking_can_be_cancelled(app: FastAPI, client: httpx.AsyncClient) -> None:
     admin = await make_user(app, "admin")
     show = await seed_showtime(app)

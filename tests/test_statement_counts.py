@@ -31,16 +31,16 @@ from tests.helpers import make_user
 # Confirmation notifies: 1 SELECT (the user with their preferences), 1 INSERT (in-app row).
 # A payment's conditional UPDATE returns its row (PostgreSQL, SQLite; MariaDB reads it again),
 # and on PostgreSQL whether a refund was reported before the success (elsewhere a SELECT);
-# on PostgreSQL a booking's lines, its hold and the hold's seats are one statement
-# (booking.service._hold_to_booking), and a confirmation's lines, seats, booking and tickets
-# another (booking.service._confirm_at_once), no savepoint.
+# on PostgreSQL a booking's row, lines, payment and audit entry, its hold and the hold's
+# seats are one statement (booking.service._hold_to_booking), and a confirmation's lines,
+# seats, booking and tickets another (booking.service._confirm_at_once), no savepoint.
 BUDGETS: dict[str, dict[str, int]] = {
     "postgresql": {
         "seat map": 1,
         "seat map, signed in": 2,
         "hold": 1,
         "release": 1,
-        "booking": 9,
+        "booking": 6,
         "confirmation": 9,
     },
     # SQLite counts its BEGIN and COMMIT as statements; hold and release, and the seat map's

@@ -25,7 +25,29 @@ def record(
     actor_id: uuid.UUID | None = None,
     data: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
-    entry = AuditEntry(
+    entry = new_entry(
+        action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        data=data,
+    )
+    session.add(entry)
+    return entry
+
+
+def new_entry(
+    action: str,
+    *,
+    entity_type: str,
+    entity_id: uuid.UUID | str,
+    actor_kind: str,
+    actor_id: uuid.UUID | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> AuditEntry:
+    """The entry, for a caller that writes it within a statement of its own."""
+    return AuditEntry(
         actor_kind=actor_kind,
         actor_id=actor_id,
         action=action,
@@ -34,8 +56,6 @@ def record(
         data=dict(data or {}),
         request_id=structlog.contextvars.get_contextvars().get("request_id"),
     )
-    session.add(entry)
-    return entry
 
 
 async def list_entries(

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from boxoffice.accounts.models import User
+from boxoffice.audit.models import AuditEntry
 from boxoffice.booking import checkout
 from boxoffice.booking.exceptions import (
     BookingNotCancellable,
@@ -50,6 +51,7 @@ from boxoffice.concessions import service as concessions
 from boxoffice.concessions.models import BookingSnack
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.core.db import RowInsert, adopt
 from boxoffice.core.errors import retry_on_duplicate
 from boxoffice.documents import service as documents
 from boxoffice.notifications import service as notifications
@@ -148,11 +150,13 @@ def _confirm_at_once() -> Executable:
 _CONFIRM_AT_ONCE = _confirm_at_once()
 
 
-def _hold_to_booking() -> Executable:
+def _hold_to_booking(*rows: RowInsert) -> Executable:
     """PostgreSQL: the booking's lines written, its hold marked converted and the hold's seats
     extended to the payment deadline (`_EXTEND_HOLD`), in one statement instead of three
-    round trips and the ORM's flushes of the lines and the hold. Answers how many seats it
-    extended (the caller refuses the booking, and so undoes the rest, unless all)."""
+    round trips and the ORM's flushes of the lines and the hold; with `rows`, the booking's
+    own row, its payment and the payment's audit entry too. Answers how many seats it
+    extended (the caller refuses the booking, and so undoes the rest, unless all). The
+    foreign keys between the rows hold: PostgreSQL checks them when the statement ends."""
     lines = (
         func.unnest(
             bindparam("line_ids", type_=ARRAY(Uuid())),
@@ -193,10 +197,16 @@ def _hold_to_booking() -> Executable:
         select(func.count()).select_from(extended).scalar_subquery().label("extended"),
         select(func.count()).select_from(written).scalar_subquery().label("lines"),
         select(func.count()).select_from(converted).scalar_subquery().label("converted"),
-    )
+    ).add_cte(*(row.cte for row in rows))
 
 
 _HOLD_TO_BOOKING = _hold_to_booking()
+# A booking of seats only: nothing else refers to it before its payment, so its row, its
+# payment and the payment's audit entry are written by the same statement.
+_BOOKING_ROW = RowInsert(Booking, "booking")
+_PAYMENT_ROW = RowInsert(Payment, "payment")
+_AUDIT_ROW = RowInsert(AuditEntry, "audit")
+_BOOKING_AT_ONCE = _hold_to_booking(_BOOKING_ROW, _PAYMENT_ROW, _AUDIT_ROW)
 
 # What a booking reads of its hold, built once with bound parameters (building them cost
 # ~0.2 ms of CPU each per booking): the hold, locked; the showtime with its theater; the
@@ -336,7 +346,14 @@ async def create_booking(
         refunded_amount=Decimal("0.00"),
         expires_at=utcnow() + dt.timedelta(seconds=settings.booking_ttl),
     )
-    await insert_booking(session, booking)
+    at_once = session.get_bind().dialect.name == "postgresql"
+    # Snacks, a promo code and points write rows that refer to the booking: it is inserted
+    # first. Otherwise, on PostgreSQL, its row is written with its lines and payment below.
+    with_payment = at_once and not (data.snacks or data.promo_code or data.points_to_redeem)
+    if with_payment:
+        booking.reference = new_reference()
+    else:
+        await insert_booking(session, booking)
     lines = [
         BookingLine(
             id=uuid.uuid4(),
@@ -349,7 +366,6 @@ async def create_booking(
         )
         for s in sorted(seats, key=lambda s: s.label)
     ]
-    at_once = session.get_bind().dialect.name == "postgresql"
     if not at_once:
         session.add_all(lines)
     snack_lines = await checkout.apply_extras(
@@ -364,6 +380,9 @@ async def create_booking(
         points=data.points_to_redeem or 0,
         now=now,
     )
+    if with_payment and booking.final_amount <= 0:  # free seats: confirmed below, no payment
+        with_payment = False
+        await insert_booking(session, booking)
     # The hold now lasts until the payment deadline and points at the booking. Conditional on
     # the hold being alive *now*: the check above did not lock the rows, so a seat whose hold
     # ran out meanwhile may have gone to someone else (then nothing is booked).
@@ -373,27 +392,35 @@ async def create_booking(
         "until": booking.expires_at,
         "the_booking": booking.id,
     }
-    if at_once:  # the lines, the hold and its seats in one statement
-        extended = (
-            await session.execute(
-                _HOLD_TO_BOOKING,
-                {
-                    "the_showtime": showtime.id,
-                    **extend,
-                    "line_ids": [line.id for line in lines],
-                    "seat_ids": [line.seat_id for line in lines],
-                    "labels": [line.seat_label for line in lines],
-                    "classes": [line.seat_class for line in lines],
-                    "prices": [line.unit_price for line in lines],
-                },
+    payment: Payment | None = None
+    if at_once:  # the lines, the hold and its seats (and the booking, its payment) at once
+        params = {
+            "the_showtime": showtime.id,
+            **extend,
+            "line_ids": [line.id for line in lines],
+            "seat_ids": [line.seat_id for line in lines],
+            "labels": [line.seat_label for line in lines],
+            "classes": [line.seat_class for line in lines],
+            "prices": [line.unit_price for line in lines],
+        }
+        if with_payment:
+            payment, entry = await payments.intent_of_new_booking(payment_ctx, booking)
+            params |= (
+                _BOOKING_ROW.params(booking)
+                | _PAYMENT_ROW.params(payment)
+                | _AUDIT_ROW.params(entry)
             )
-        ).scalar_one()
+        statement = _BOOKING_AT_ONCE if with_payment else _HOLD_TO_BOOKING
+        extended = (await session.execute(statement, params)).scalar_one()
         set_committed_value(hold, "status", HoldStatus.CONVERTED)
     else:
         hold.status = HoldStatus.CONVERTED
         extended = await _EXTEND_HOLD.run(session, showtime.id, **extend)
     if extended != len(seats):
         raise HoldExpired("The hold has expired; hold the seats again.")
+    if payment is not None:
+        adopt(session, booking, payment)
+        return BookingView(booking, lines, booking.status, snack_lines), payment
     await session.flush()
     if booking.final_amount <= 0:
         await _confirm_free_booking(session, booking, lines)

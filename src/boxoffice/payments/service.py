@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.audit import service as audit
-from boxoffice.audit.models import ActorKind
+from boxoffice.audit.models import ActorKind, AuditEntry
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
@@ -347,8 +347,17 @@ def _audit(
     **data: Any,
 ) -> None:
     """Every money movement leaves an audit entry in the transaction that makes it."""
-    audit.record(
-        session,
+    session.add(_audit_entry(payment, action, actor_kind, actor_id, **data))
+
+
+def _audit_entry(
+    payment: Payment,
+    action: str,
+    actor_kind: str,
+    actor_id: uuid.UUID | None = None,
+    **data: Any,
+) -> AuditEntry:
+    return audit.new_entry(
         f"payment.{action}",
         entity_type="payment",
         entity_id=payment.id,
@@ -552,14 +561,33 @@ async def create_intent(
             if payment.provider == provider.name:
                 return payment
             await _cancel(session, ctx, payment)  # the provider was switched meanwhile
+    payment, entry = await _new_intent(ctx, booking, attempt=len(payments) + 1)
+    session.add_all((payment, entry))
+    await session.flush()
+    return payment
+
+
+async def intent_of_new_booking(
+    ctx: PaymentContext, booking: Booking
+) -> tuple[Payment, AuditEntry]:
+    """The first intent of a booking not yet written, and its audit entry, for a caller that
+    writes all three rows in one statement (booking.service on PostgreSQL). What
+    `create_intent(new_booking=True)` would add to the session."""
+    return await _new_intent(ctx, booking, attempt=1)
+
+
+async def _new_intent(
+    ctx: PaymentContext, booking: Booking, *, attempt: int
+) -> tuple[Payment, AuditEntry]:
     if booking.final_amount <= 0:
         raise NothingToPay("The booking's total is zero.")
+    provider = ctx.provider()
     result = await provider.create_intent(
         booking.final_amount,
         booking.currency,
         booking.id,
         # Stable for a retried transaction: the provider returns the same intent.
-        f"booking-{booking.id}-intent-{len(payments) + 1}",
+        f"booking-{booking.id}-intent-{attempt}",
     )
     payment = Payment(
         id=uuid.uuid4(),
@@ -573,17 +601,14 @@ async def create_intent(
         refunded_amount=Decimal("0.00"),
         currency=booking.currency,
     )
-    session.add(payment)
-    _audit(
-        session,
+    entry = _audit_entry(
         payment,
         "intent_created",
         ActorKind.CUSTOMER,
         booking.user_id,
         amount=payment.amount,
     )
-    await session.flush()
-    return payment
+    return payment, entry
 
 
 async def create_intent_for_customer(

@@ -25,6 +25,7 @@ from fastapi import Depends, Request
 from sqlalchemy import (
     CTE,
     JSON,
+    ColumnElement,
     DateTime,
     Integer,
     MetaData,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     event,
     insert,
     inspect,
+    select,
     text,
 )
 from sqlalchemy.dialects import mysql
@@ -188,19 +190,21 @@ class RowInsert:
     flush costs a round trip and its bookkeeping per table (PostgreSQL's fused writes, see
     booking.service). Bind `params(obj)`, then `adopt` the objects once the statement ran."""
 
-    def __init__(self, model: type[Base], name: str) -> None:
+    def __init__(
+        self, model: type[Base], name: str, *, when: ColumnElement[bool] | None = None
+    ) -> None:
+        """`when`: a condition on the rest of the statement (say, that its UPDATE changed a
+        row) without which no row is written."""
         self._columns = [(attr.key, attr.columns[0]) for attr in inspect(model).column_attrs]
         self._prefix = f"{name}_"
-        self.cte: CTE = (
-            insert(model)
-            .values(
-                {
-                    column.name: bindparam(self._prefix + key, type_=column.type)
-                    for key, column in self._columns
-                }
-            )
-            .cte(name)
+        values = [bindparam(self._prefix + key, type_=column.type) for key, column in self._columns]
+        names = [column.name for _, column in self._columns]
+        statement = (
+            insert(model).values(dict(zip(names, values, strict=True)))
+            if when is None
+            else insert(model).from_select(names, select(*values).where(when))
         )
+        self.cte: CTE = statement.cte(name)
 
     def params(self, obj: Base) -> dict[str, Any]:
         """`obj`'s row as this statement's parameters. The columns' Python-side defaults (ids,

@@ -31,12 +31,14 @@ import structlog
 from sqlalchemy import CursorResult, Executable, Update, bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from boxoffice.audit import service as audit
 from boxoffice.audit.models import ActorKind, AuditEntry
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.core.db import RowInsert
 from boxoffice.core.errors import BoxofficeError
 from boxoffice.notifications import service as notifications
 from boxoffice.payments.exceptions import (
@@ -285,32 +287,44 @@ def _transition_params(
     }
 
 
-def _succeed_reporting_refunds() -> Executable:
-    """PostgreSQL: the success's transition, answering with the payment whether the provider
-    reported a refund of it before (an event stored under the payment's lock, which this
-    transaction holds), so that the usual case reads no events."""
+def _succeed_reporting_refunds() -> tuple[Executable, RowInsert]:
+    """PostgreSQL: the success's transition and its audit entry (written only if the payment
+    moved), answering with the payment whether the provider reported a refund of it before
+    (an event stored under the payment's lock, which this transaction holds), so that the
+    usual case reads no events and flushes no entry."""
+    moved = (
+        cast(Update, _transition_statement(_SUCCEEDED_VALUES, returning=False))
+        .returning(*Payment.__table__.columns)
+        .cte("moved")
+    )
+    entry = RowInsert(AuditEntry, "audit", when=exists(select(moved.c.id)))
+    paid = aliased(Payment, moved)
     refund_reported = exists().where(
-        PaymentEvent.payment_id == Payment.id,
+        PaymentEvent.payment_id == paid.id,
         PaymentEvent.event_type == EventType.REFUNDED,
     )
-    moved = cast(Update, _transition_statement(_SUCCEEDED_VALUES, returning=False))
-    return moved.returning(Payment, refund_reported.label("refund_reported"))
+    return select(paid, refund_reported.label("refund_reported")).add_cte(entry.cte), entry
 
 
-_SUCCEED_REPORTING_REFUNDS = _succeed_reporting_refunds()
+_SUCCEED_REPORTING_REFUNDS, _SUCCESS_AUDIT = _succeed_reporting_refunds()
 
 
-async def _succeed(session: AsyncSession, payment: Payment) -> tuple[bool, bool]:
-    """Move the payment to succeeded: whether this call did, and whether a refund may have
-    been reported for it before (always True but on PostgreSQL, which says in the UPDATE)."""
+async def _succeed(session: AsyncSession, payment: Payment, entry: AuditEntry) -> tuple[bool, bool]:
+    """Move the payment to succeeded, with its audit `entry` if it did: whether this call
+    did, and whether a refund may have been reported for it before (always True but on
+    PostgreSQL, which says in the same statement)."""
     values = {"succeeded_at": utcnow(), "failure_code": None}
     sources = TRANSITIONS[PaymentStatus.SUCCEEDED]
     if session.get_bind().dialect.name != "postgresql":
-        return await _apply(session, payment, PaymentStatus.SUCCEEDED, sources, values), True
+        applied = await _apply(session, payment, PaymentStatus.SUCCEEDED, sources, values)
+        if applied:
+            session.add(entry)
+        return applied, True
     row = (
         await session.execute(
             _SUCCEED_REPORTING_REFUNDS,
-            _transition_params(payment, PaymentStatus.SUCCEEDED, sources, values),
+            _transition_params(payment, PaymentStatus.SUCCEEDED, sources, values)
+            | _SUCCESS_AUDIT.params(entry),
             execution_options={"synchronize_session": False, "populate_existing": True},
         )
     ).first()
@@ -419,12 +433,12 @@ async def mark_succeeded(
     """The provider took the money. Exactly one caller moves pending -> succeeded and runs the
     success handler, however many webhooks and confirmations race; a success for a cancelled
     or failed payment is refunded. True if this call applied the success."""
-    applied, refund_reported = await _succeed(session, payment)
+    entry = _audit_entry(payment, "succeeded", actor_kind, actor_id, amount=payment.amount)
+    applied, refund_reported = await _succeed(session, payment, entry)
     if not applied:
         if payment.status in NOT_PAID:
             await _refund_late_success(session, ctx, payment)
         return False
-    _audit(session, payment, "succeeded", actor_kind, actor_id, amount=payment.amount)
     refunded_early = await _refund_total_from_events(session, payment) if refund_reported else None
     if refunded_early is not None and refunded_early >= payment.amount:
         # Refunded in full at the provider before its success reached us: nothing to honour.

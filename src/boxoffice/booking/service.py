@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from sqlalchemy import (
@@ -110,7 +111,8 @@ def _confirm_at_once() -> Executable:
     """PostgreSQL: a paid booking's confirmation in one statement, all or nothing: its seats
     sold (`_SELL_LINES`: locked in seat order, none unless all can be), the booking confirmed
     and its tickets issued. Four round trips on the other backends (its lines, the seats, the
-    booking, the tickets). Answers whether it confirmed."""
+    booking, the tickets). Answers whether it confirmed, and the booking's row of
+    `documents.DUE_OF_BOOKING` (the invoice it is due) for the confirmation to go on with."""
     booking_id = bindparam("the_booking", type_=Booking.id.type)
     now = bindparam("now", type_=ShowtimeSeat.held_until.type)
     lines = (
@@ -141,9 +143,12 @@ def _confirm_at_once() -> Executable:
         .returning(Ticket.id)
         .cte("issued")
     )
+    # The invoice it is due, read along (documents.DUE_OF_BOOKING: one row, the booking's).
+    due = documents.DUE_OF_BOOKING.subquery("due")
     return select(
         exists(select(confirmed.c.id)).label("confirmed"),
         select(func.count()).select_from(issued).scalar_subquery().label("tickets"),
+        due,
     )
 
 
@@ -612,10 +617,12 @@ async def confirm_paid_booking(
         raise BookingNotFound("No such booking.")
     if booking.status in (BookingStatus.CONFIRMED, BookingStatus.USED):
         return True
-    if _may_confirm(booking) and await _confirm(session, booking):
-        await documents.issue_invoice_after_commit(session, booking)
-        await _notify_confirmed(session, booking)
-        return True
+    if _may_confirm(booking):
+        confirmed, due_row = await _confirm(session, booking)
+        if confirmed:
+            await documents.issue_invoice_after_commit(session, booking, due_row=due_row)
+            await _notify_confirmed(session, booking)
+            return True
     # Cancelled, its seats sold elsewhere after it expired, or what its discounts and snacks
     # relied on given back at its expiry: never sell twice, never below the price.
     lines = await lines_of(session, booking.id)
@@ -656,9 +663,10 @@ async def notify_refund_done(
     )
 
 
-async def _confirm(session: AsyncSession, booking: Booking) -> bool:
+async def _confirm(session: AsyncSession, booking: Booking) -> tuple[bool, Any]:
     """Sell the booking's seats, confirm it and issue its tickets, all or none; False when a
-    seat went to someone else."""
+    seat went to someone else. With it, on PostgreSQL, the booking's row of
+    `documents.DUE_OF_BOOKING` (None: not read)."""
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         done = (
@@ -668,7 +676,7 @@ async def _confirm(session: AsyncSession, booking: Booking) -> bool:
             )
         ).one()
         if not done.confirmed:
-            return False
+            return False, None
         # Written by the statement: the loaded booking says so without another UPDATE.
         for name, value in (
             ("status", BookingStatus.CONFIRMED),
@@ -676,14 +684,14 @@ async def _confirm(session: AsyncSession, booking: Booking) -> bool:
             ("updated_at", now),
         ):
             set_committed_value(booking, name, value)
-        return True
+        return True, done
     lines = await lines_of(session, booking.id)
     if not await _sell_seats(session, booking, lines):
-        return False
+        return False, None
     booking.status = BookingStatus.CONFIRMED
     booking.confirmed_at = now
     await tickets.issue_tickets(session, booking, lines)
-    return True
+    return True, None
 
 
 def _may_confirm(booking: Booking) -> bool:

@@ -135,10 +135,13 @@ class DueInvoice:
     issued_at: dt.datetime
 
 
-async def issue_invoice_after_commit(session: AsyncSession, booking: Booking) -> None:
+async def issue_invoice_after_commit(
+    session: AsyncSession, booking: Booking, *, due_row: Any = None
+) -> None:
     """The confirmation's part: once its transaction commits, the booking's invoice is issued
-    with the next number (see the module's docstring); nothing if it has one already."""
-    due = await due_invoice(session, booking)
+    with the next number (see the module's docstring); nothing if it has one already.
+    `due_row`: the booking's row of `DUE_OF_BOOKING`, when the caller's statement read it."""
+    due = await due_invoice(session, booking, due_row)
     if due is None:
         return
     database: Database = session.info["database"]
@@ -169,7 +172,8 @@ _DUE = (
 )
 
 
-_DUE_OF_BOOKING = _DUE.where(Booking.id == bindparam("the_booking"))
+# Public for a statement that reads it along (booking.service's confirmation on PostgreSQL).
+DUE_OF_BOOKING = _DUE.where(Booking.id == bindparam("the_booking"))
 
 
 def _due(booking_id: uuid.UUID, confirmed_at: dt.datetime | None, row: Any) -> DueInvoice:
@@ -178,10 +182,13 @@ def _due(booking_id: uuid.UUID, confirmed_at: dt.datetime | None, row: Any) -> D
     return DueInvoice(booking_id, row.theater_id, year, row.vat_rate, issued_at)
 
 
-async def due_invoice(session: AsyncSession, booking: Booking) -> DueInvoice | None:
+async def due_invoice(
+    session: AsyncSession, booking: Booking, row: Any = None
+) -> DueInvoice | None:
     """The invoice the booking is due (its year from the confirmation time in the theater's
-    timezone), or None when it has one."""
-    row = (await session.execute(_DUE_OF_BOOKING, {"the_booking": booking.id})).one()
+    timezone), or None when it has one. `row`: its row of `DUE_OF_BOOKING`, if read."""
+    if row is None:
+        row = (await session.execute(DUE_OF_BOOKING, {"the_booking": booking.id})).one()
     if row.invoice_id is not None:
         return None
     return _due(booking.id, booking.confirmed_at, row)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -111,8 +112,9 @@ def _confirm_at_once() -> Executable:
     """PostgreSQL: a paid booking's confirmation in one statement, all or nothing: its seats
     sold (`_SELL_LINES`: locked in seat order, none unless all can be), the booking confirmed
     and its tickets issued. Four round trips on the other backends (its lines, the seats, the
-    booking, the tickets). Answers whether it confirmed, and the booking's row of
-    `documents.DUE_OF_BOOKING` (the invoice it is due) for the confirmation to go on with."""
+    booking, the tickets). Answers whether it confirmed, with the booking's row of
+    `documents.DUE_OF_BOOKING` (the invoice it is due) and its owner's of
+    `notifications.RECIPIENT` for the confirmation to go on with."""
     booking_id = bindparam("the_booking", type_=Booking.id.type)
     now = bindparam("now", type_=ShowtimeSeat.held_until.type)
     lines = (
@@ -143,13 +145,16 @@ def _confirm_at_once() -> Executable:
         .returning(Ticket.id)
         .cte("issued")
     )
-    # The invoice it is due, read along (documents.DUE_OF_BOOKING: one row, the booking's).
+    # Read along for what follows: the invoice it is due (documents.DUE_OF_BOOKING: one row,
+    # the booking's) and whom to tell (notifications.RECIPIENT: none if the account is gone).
     due = documents.DUE_OF_BOOKING.subquery("due")
+    to = notifications.RECIPIENT.subquery("recipient")
     return select(
         exists(select(confirmed.c.id)).label("confirmed"),
         select(func.count()).select_from(issued).scalar_subquery().label("tickets"),
         due,
-    )
+        to,
+    ).select_from(due.outerjoin(to, true()))
 
 
 _CONFIRM_AT_ONCE = _confirm_at_once()
@@ -463,7 +468,11 @@ async def _confirm_free_booking(
     await _notify_confirmed(session, booking)
 
 
-async def _notify_confirmed(session: AsyncSession, booking: Booking) -> None:
+async def _notify_confirmed(
+    session: AsyncSession,
+    booking: Booking,
+    to: notifications.Recipient | notifications.UnreadRecipient | None = notifications.UNREAD,
+) -> None:
     """The confirmation (in-app now; the mail with tickets and calendar entry after commit)."""
     await notifications.notify(
         session,
@@ -475,6 +484,7 @@ async def _notify_confirmed(session: AsyncSession, booking: Booking) -> None:
             "amount": str(booking.final_amount),
             "currency": booking.currency,
         },
+        to=to,
     )
 
 
@@ -618,10 +628,16 @@ async def confirm_paid_booking(
     if booking.status in (BookingStatus.CONFIRMED, BookingStatus.USED):
         return True
     if _may_confirm(booking):
-        confirmed, due_row = await _confirm(session, booking)
+        confirmed, read_along = await _confirm(session, booking)
         if confirmed:
-            await documents.issue_invoice_after_commit(session, booking, due_row=due_row)
-            await _notify_confirmed(session, booking)
+            await documents.issue_invoice_after_commit(session, booking, due_row=read_along)
+            await _notify_confirmed(
+                session,
+                booking,
+                notifications.UNREAD
+                if read_along is None
+                else notifications.recipient_of(booking.user_id, read_along),
+            )
             return True
     # Cancelled, its seats sold elsewhere after it expired, or what its discounts and snacks
     # relied on given back at its expiry: never sell twice, never below the price.
@@ -665,14 +681,19 @@ async def notify_refund_done(
 
 async def _confirm(session: AsyncSession, booking: Booking) -> tuple[bool, Any]:
     """Sell the booking's seats, confirm it and issue its tickets, all or none; False when a
-    seat went to someone else. With it, on PostgreSQL, the booking's row of
-    `documents.DUE_OF_BOOKING` (None: not read)."""
+    seat went to someone else. With it, on PostgreSQL, the row of `_CONFIRM_AT_ONCE` (the
+    invoice due, the recipient; None: not read)."""
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         done = (
             await session.execute(
                 _CONFIRM_AT_ONCE,
-                {"the_booking": booking.id, "the_showtime": booking.showtime_id, "now": now},
+                {
+                    "the_booking": booking.id,
+                    "the_showtime": booking.showtime_id,
+                    "the_user": booking.user_id,
+                    "now": now,
+                },
             )
         ).one()
         if not done.confirmed:

@@ -11,10 +11,13 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from boxoffice.booking.models import Booking
+from boxoffice.core.clock import utcnow
 from boxoffice.payments.models import Payment
+from boxoffice.scheduling.models import ShowtimeSeat
+from boxoffice.venues.models import Seat
 from tests.booking_helpers import (
     DECLINE_CARD,
     book,
@@ -125,6 +128,30 @@ async def test_booking_keeps_the_seats_until_the_payment_deadline(
     paid = await pay(client, ann.headers, answer["paymentIntentId"])
     assert paid.status_code == 200, paid.text
     assert paid.json()["bookingStatus"] == "confirmed"
+
+
+async def test_a_hold_whose_seat_lapsed_cannot_be_booked(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    # The hold is alive, but one of its seats is no longer held by it (its time on that seat
+    # ran out, say): nothing is booked, and its other seat stays as it was.
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    token = (await hold(client, ann.headers, show.showtime_id, "A1", "A2")).json()["lockToken"]
+    async with app.state.db.session() as session:
+        screen, showtime = uuid.UUID(show.screen_id), uuid.UUID(show.showtime_id)
+        a2 = select(Seat.id).where(Seat.screen_id == screen, Seat.label == "A2")
+        await session.execute(
+            update(ShowtimeSeat)
+            .where(ShowtimeSeat.showtime_id == showtime, ShowtimeSeat.seat_id.in_(a2))
+            .values(held_until=utcnow() - dt.timedelta(seconds=1))
+        )
+    response = await book_hold(client, ann.headers, show.showtime_id, token, "A1", "A2")
+    assert response.status_code == 410, response.text
+    assert response.json()["code"] == "hold_expired"
+    assert await _count_bookings(app, ann.id) == 0
+    seats = await seat_statuses(client, show.showtime_id)
+    assert (seats["A1"]["status"], seats["A2"]["status"]) == ("held", "available")
 
 
 async def test_an_expired_hold_cannot_be_booked(make_client: MakeClient, app: FastAPI) -> None:

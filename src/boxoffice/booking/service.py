@@ -227,25 +227,37 @@ _SHOWTIME_AND_THEATER = (
     .join(Theater, Theater.id == Showtime.theater_id)
     .where(Showtime.id == bindparam("the_showtime"))
 )
-# Both in one round trip, locking the hold's row only (FOR UPDATE OF). MariaDB has no
-# FOR UPDATE OF: there it would lock the showtime's and the theater's rows too, making every
-# booking of a theater wait for the one before, so it runs the two statements above.
-_LOCK_HOLD_WITH_SHOWTIME = (
-    select(Hold, Showtime, Theater)
-    .join(Showtime, Showtime.id == Hold.showtime_id)
-    .join(Theater, Theater.id == Showtime.theater_id)
-    .where(Hold.id == bindparam("the_hold"))
-    .with_for_update(of=Hold)
+_HELD = and_(
+    ShowtimeSeat.hold_id == Hold.id,
+    ShowtimeSeat.showtime_id == Hold.showtime_id,
+    ShowtimeSeat.status == SeatStatus.HELD,
+    ShowtimeSeat.held_until > bindparam("now"),
 )
 _HELD_SEATS = (
     select(Seat.id, Seat.label, Seat.seat_class)
     .join(ShowtimeSeat, ShowtimeSeat.seat_id == Seat.id)
-    .where(
-        ShowtimeSeat.showtime_id == bindparam("the_showtime"),
-        ShowtimeSeat.hold_id == bindparam("the_hold"),
-        ShowtimeSeat.status == SeatStatus.HELD,
-        ShowtimeSeat.held_until > bindparam("now"),
+    .join(Hold, Hold.id == bindparam("the_hold"))
+    .where(_HELD)
+)
+# All three in one round trip, a row per held seat (one without a seat when none is held any
+# more), locking the hold's row only (FOR UPDATE OF). MariaDB has no FOR UPDATE OF: there it
+# would lock the showtime's and the theater's rows too, making every booking of a theater wait
+# for the one before, so it runs the three statements above.
+_LOCK_HOLD_WITH_SHOWTIME = (
+    select(
+        Hold,
+        Showtime,
+        Theater,
+        Seat.id.label("seat_id"),
+        Seat.label.label("seat_label"),
+        Seat.seat_class,
     )
+    .join(Showtime, Showtime.id == Hold.showtime_id)
+    .join(Theater, Theater.id == Showtime.theater_id)
+    .outerjoin(ShowtimeSeat, _HELD)
+    .outerjoin(Seat, Seat.id == ShowtimeSeat.seat_id)
+    .where(Hold.id == bindparam("the_hold"))
+    .with_for_update(of=Hold)
 )
 _LINES_OF = (
     select(BookingLine)
@@ -307,7 +319,7 @@ async def create_booking(
     discounts: see booking/checkout.py) and an intent. A booking whose discounts pay all of it
     is confirmed at once."""
     now = utcnow()
-    hold, showtime, theater = await _lock_hold(session, data.lock_token)
+    hold, showtime, theater, seats = await _lock_hold(session, data.lock_token, now)
     if hold is None or hold.user_id != user.id:
         raise HoldNotFound("No such hold.")
     if hold.status == HoldStatus.CONVERTED:
@@ -323,11 +335,6 @@ async def create_booking(
         raise ShowtimeNotFound(f"No showtime with id {hold.showtime_id}.")
     check_open_for_sale(showtime, settings, now)
 
-    seats = (
-        await session.execute(
-            _HELD_SEATS, {"the_showtime": showtime.id, "the_hold": hold.id, "now": now}
-        )
-    ).all()
     if len(seats) != len(hold.seat_labels):
         raise HoldExpired("The hold has expired; hold the seats again.")
 
@@ -439,20 +446,38 @@ async def create_booking(
     return BookingView(booking, lines, booking.status, snack_lines), payment
 
 
+@dataclass(frozen=True)
+class _HeldSeat:
+    id: uuid.UUID
+    label: str
+    seat_class: str
+
+
 async def _lock_hold(
-    session: AsyncSession, hold_id: uuid.UUID
-) -> tuple[Hold | None, Showtime | None, Theater | None]:
-    """The hold, locked, with its showtime and theater (None for what does not exist)."""
+    session: AsyncSession, hold_id: uuid.UUID, now: dt.datetime
+) -> tuple[Hold | None, Showtime | None, Theater | None, list[_HeldSeat]]:
+    """The hold, locked, with its showtime and theater (None for what does not exist), and
+    its seats still held by it at `now`."""
     if session.get_bind().dialect.name != "mysql":
-        row = (await session.execute(_LOCK_HOLD_WITH_SHOWTIME, {"the_hold": hold_id})).first()
-        return (row[0], row[1], row[2]) if row is not None else (None, None, None)
+        rows = (
+            await session.execute(_LOCK_HOLD_WITH_SHOWTIME, {"the_hold": hold_id, "now": now})
+        ).all()
+        if not rows:
+            return None, None, None, []
+        seats = [
+            _HeldSeat(r.seat_id, r.seat_label, r.seat_class) for r in rows if r.seat_id is not None
+        ]
+        return rows[0][0], rows[0][1], rows[0][2], seats
     hold = await session.scalar(_LOCK_HOLD, {"the_hold": hold_id})
     if hold is None:
-        return None, None, None
+        return None, None, None, []
     head = (
         await session.execute(_SHOWTIME_AND_THEATER, {"the_showtime": hold.showtime_id})
     ).first()
-    return (hold, head[0], head[1]) if head is not None else (hold, None, None)
+    if head is None:
+        return hold, None, None, []
+    held = await session.execute(_HELD_SEATS, {"the_hold": hold.id, "now": now})
+    return hold, head[0], head[1], [_HeldSeat(*row) for row in held]
 
 
 async def _confirm_free_booking(

@@ -311,6 +311,21 @@ async def test_a_discount_rule_books_with_a_negative_adjustment(
 # 2. Everything at once
 
 
+async def test_a_tier_discount_on_seats_only_is_what_the_payment_asks(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    # No snacks, promo code or points: on PostgreSQL the booking, its payment and its lines
+    # are written by one statement, with the standing read along with the hold.
+    show = await seed_showtime(app, base_price=Decimal("11.25"))
+    ann = await make_user(app)
+    await give_points(app, ann, "200.00")  # silver: 5% off tickets
+    booking = (await book_with(client, ann, show.showtime_id, "C4", "C5"))["booking"]
+    assert booking["breakdown"]["tierDiscount"] == "1.13"  # 22.50 x 5%, half up
+    assert booking["finalAmount"] == "21.37"
+    [payment] = await payments_of(app, booking["id"])
+    assert (payment.amount, payment.status) == (Decimal("21.37"), "pending")
+
+
 async def test_snacks_tier_promo_and_points_together(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:

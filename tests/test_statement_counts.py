@@ -26,9 +26,9 @@ from tests.helpers import make_user
 # statement each; the ticket list reads the caller and the booking with its tickets.
 # Booking and confirmation each write an audit entry of the money movement (one INSERT; on
 # PostgreSQL within the booking's and the payment success's statements). A booking reads its
-# hold (locked) with the showtime, theater and seats still held in one SELECT (MariaDB: three),
-# the showtime's pricing rules (one SELECT, the seat prices it freezes) and the customer's
-# loyalty standing (one SELECT, the tier discount).
+# hold (locked) with the showtime, theater, seats still held and the customer's loyalty
+# standing (the tier discount) in one SELECT (MariaDB: four), and the showtime's pricing rules
+# (one SELECT, the seat prices it freezes).
 # Confirmation issues the invoice: 1 SELECT in its transaction (on PostgreSQL part of the
 # confirmation's statement); after the commit, in a unit of work of its own, the counter and
 # the invoice (PostgreSQL: one statement in autocommit; SQLite: BEGIN, the counter upsert,
@@ -46,7 +46,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "seat map, signed in": 2,
         "hold": 1,
         "release": 1,
-        "booking": 5,
+        "booking": 4,
         "confirmation": 6,
         "ticket list": 2,
     },
@@ -57,7 +57,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "seat map, signed in": 4,
         "hold": 7,
         "release": 5,
-        "booking": 11,
+        "booking": 10,
         "confirmation": 18,
         "ticket list": 3,
     },

@@ -89,14 +89,16 @@ async def apply_extras(
     promo_code: str | None,
     points: int,
     now: dt.datetime,
+    loyalty_account: loyalty.AccountView | None = None,
 ) -> list[BookingSnack]:
-    """Take the snacks, the promo use and the points for `booking` (already inserted) and
-    write its totals."""
+    """Take the snacks, the promo use and the points for `booking` (already inserted unless
+    there are none of them) and write its totals. `loyalty_account`: the customer's, when
+    the caller read it along."""
     snack_lines = await concessions.reserve(session, booking.id, snacks) if snacks else []
     snacks_amount = sum((line.total_price for line in snack_lines), ZERO)
     total = tickets + snacks_amount
 
-    tier = (await loyalty.account(session, booking.user_id)).tier
+    tier = (loyalty_account or await loyalty.account(session, booking.user_id)).tier
     tier_discount = cents(tickets * loyalty.tier_discount_rate(tier))
 
     promo_discount = ZERO

@@ -10,7 +10,7 @@ import datetime as dt
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -56,6 +56,7 @@ from boxoffice.core.clock import utcnow
 from boxoffice.core.db import RowInsert, adopt
 from boxoffice.core.errors import retry_on_duplicate
 from boxoffice.documents import service as documents
+from boxoffice.loyalty import service as loyalty
 from boxoffice.notifications import service as notifications
 from boxoffice.payments import service as payments
 from boxoffice.payments.models import Payment
@@ -240,9 +241,10 @@ _HELD_SEATS = (
     .where(_HELD)
 )
 # All three in one round trip, a row per held seat (one without a seat when none is held any
-# more), locking the hold's row only (FOR UPDATE OF). MariaDB has no FOR UPDATE OF: there it
-# would lock the showtime's and the theater's rows too, making every booking of a theater wait
-# for the one before, so it runs the three statements above.
+# more), locking the hold's row only (FOR UPDATE OF), with the caller's loyalty standing read
+# along (loyalty.BALANCE, loyalty.EARNED_SINCE: the tier discount). MariaDB has no FOR UPDATE
+# OF: there it would lock the showtime's and the theater's rows too, making every booking of a
+# theater wait for the one before, so it runs the three statements above (and loyalty's own).
 _LOCK_HOLD_WITH_SHOWTIME = (
     select(
         Hold,
@@ -251,6 +253,8 @@ _LOCK_HOLD_WITH_SHOWTIME = (
         Seat.id.label("seat_id"),
         Seat.label.label("seat_label"),
         Seat.seat_class,
+        loyalty.BALANCE.label("points_balance"),
+        loyalty.EARNED_SINCE.label("points_earned"),
     )
     .join(Showtime, Showtime.id == Hold.showtime_id)
     .join(Theater, Theater.id == Showtime.theater_id)
@@ -319,7 +323,8 @@ async def create_booking(
     discounts: see booking/checkout.py) and an intent. A booking whose discounts pay all of it
     is confirmed at once."""
     now = utcnow()
-    hold, showtime, theater, seats = await _lock_hold(session, data.lock_token, now)
+    read = await _lock_hold(session, data.lock_token, user.id, now)
+    hold, showtime, theater, seats = read.hold, read.showtime, read.theater, read.seats
     if hold is None or hold.user_id != user.id:
         raise HoldNotFound("No such hold.")
     if hold.status == HoldStatus.CONVERTED:
@@ -396,6 +401,7 @@ async def create_booking(
         promo_code=data.promo_code,
         points=data.points_to_redeem or 0,
         now=now,
+        loyalty_account=read.loyalty_account,
     )
     if with_payment and booking.final_amount <= 0:  # free seats: confirmed below, no payment
         with_payment = False
@@ -453,31 +459,49 @@ class _HeldSeat:
     seat_class: str
 
 
+@dataclass
+class _HoldRead:
+    """What a booking reads of its hold (None for what does not exist)."""
+
+    hold: Hold | None = None
+    showtime: Showtime | None = None
+    theater: Theater | None = None
+    seats: list[_HeldSeat] = field(default_factory=list)  # still held by it
+    loyalty_account: loyalty.AccountView | None = None  # the caller's, when read along
+
+
 async def _lock_hold(
-    session: AsyncSession, hold_id: uuid.UUID, now: dt.datetime
-) -> tuple[Hold | None, Showtime | None, Theater | None, list[_HeldSeat]]:
-    """The hold, locked, with its showtime and theater (None for what does not exist), and
-    its seats still held by it at `now`."""
+    session: AsyncSession, hold_id: uuid.UUID, user_id: uuid.UUID, now: dt.datetime
+) -> _HoldRead:
+    """The hold, locked, with its showtime and theater and its seats still held by it at
+    `now`; on PostgreSQL and SQLite the loyalty standing of `user_id` too."""
     if session.get_bind().dialect.name != "mysql":
-        rows = (
-            await session.execute(_LOCK_HOLD_WITH_SHOWTIME, {"the_hold": hold_id, "now": now})
-        ).all()
+        params = {"the_hold": hold_id, "now": now, **loyalty.standing_params(user_id)}
+        rows = (await session.execute(_LOCK_HOLD_WITH_SHOWTIME, params)).all()
         if not rows:
-            return None, None, None, []
-        seats = [
-            _HeldSeat(r.seat_id, r.seat_label, r.seat_class) for r in rows if r.seat_id is not None
-        ]
-        return rows[0][0], rows[0][1], rows[0][2], seats
+            return _HoldRead()
+        first = rows[0]
+        return _HoldRead(
+            first[0],
+            first[1],
+            first[2],
+            [
+                _HeldSeat(r.seat_id, r.seat_label, r.seat_class)
+                for r in rows
+                if r.seat_id is not None
+            ],
+            loyalty.account_from(first.points_balance, first.points_earned),
+        )
     hold = await session.scalar(_LOCK_HOLD, {"the_hold": hold_id})
     if hold is None:
-        return None, None, None, []
+        return _HoldRead()
     head = (
         await session.execute(_SHOWTIME_AND_THEATER, {"the_showtime": hold.showtime_id})
     ).first()
     if head is None:
-        return hold, None, None, []
+        return _HoldRead(hold)
     held = await session.execute(_HELD_SEATS, {"the_hold": hold.id, "now": now})
-    return hold, head[0], head[1], [_HeldSeat(*row) for row in held]
+    return _HoldRead(hold, head[0], head[1], [_HeldSeat(*row) for row in held])
 
 
 async def _confirm_free_booking(

@@ -158,8 +158,10 @@ def _view(balance: int, earned: int) -> AccountView:
 
 
 # Points earned by `the_user` since `since`, and with the balance the customer's standing: built
-# once with bound parameters (building them cost ~0.25 ms of CPU per booking).
-_EARNED_SINCE = (
+# once with bound parameters (building them cost ~0.25 ms of CPU per booking). Public for a
+# statement that reads the standing along (the booking's read of its hold): bind
+# `standing_params`, then `account_from` the two values.
+EARNED_SINCE = (
     select(func.coalesce(func.sum(PointsEntry.points), 0))
     .where(
         PointsEntry.user_id == bindparam("the_user"),
@@ -168,18 +170,26 @@ _EARNED_SINCE = (
     )
     .scalar_subquery()
 )
-_STANDING = select(
+BALANCE = (
     select(LoyaltyAccount.balance)
     .where(LoyaltyAccount.user_id == bindparam("the_user"))
-    .scalar_subquery(),
-    _EARNED_SINCE,
+    .scalar_subquery()
 )
+_STANDING = select(BALANCE, EARNED_SINCE)
+
+
+def standing_params(user_id: uuid.UUID) -> dict[str, Any]:
+    return {"the_user": user_id, "since": year_before(utcnow())}
+
+
+def account_from(balance: int | None, earned: int | None) -> AccountView:
+    """The account from its `BALANCE` and `EARNED_SINCE` (None: no account, no points)."""
+    return _view(int(balance or 0), int(earned or 0))
 
 
 async def _standing(session: AsyncSession, user_id: uuid.UUID) -> tuple[int, int]:
     """(balance, points earned in the last 12 months) in one statement."""
-    params = {"the_user": user_id, "since": year_before(utcnow())}
-    row = (await session.execute(_STANDING, params)).one()
+    row = (await session.execute(_STANDING, standing_params(user_id))).one()
     return int(row[0] or 0), int(row[1] or 0)
 
 
@@ -293,9 +303,7 @@ async def _change_balance(session: AsyncSession, user_id: uuid.UUID, delta: int)
 async def _recompute_tier(session: AsyncSession, account_row: LoyaltyAccount) -> str:
     """Store the tier the last 12 months give (the account is locked by the caller) and
     notify an upgrade; the lock makes exactly one transaction see each upgrade."""
-    earned = await session.scalar(
-        select(_EARNED_SINCE), {"the_user": account_row.user_id, "since": year_before(utcnow())}
-    )
+    earned = await session.scalar(select(EARNED_SINCE), standing_params(account_row.user_id))
     old, new = account_row.tier, tier_for(int(earned or 0))
     if new == old:
         return new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import uuid
 import xml.etree.ElementTree as ET
@@ -19,8 +20,10 @@ from fastapi import FastAPI
 from PIL import Image
 from sqlalchemy import event, select, update
 
+from boxoffice.accounts.models import User
 from boxoffice.booking.models import Booking
 from boxoffice.config import ConfigurationError, Settings
+from boxoffice.core.clock import utcnow
 from boxoffice.tickets import service
 from boxoffice.tickets.models import Ticket
 from boxoffice.tickets.signing import TicketSigner, ticket_signer
@@ -257,6 +260,34 @@ async def test_staff_read_any_booking_others_get_not_found(
     assert (await client.get(url)).status_code == 401
     bad_id = await client.get("/api/bookings/not-a-uuid/tickets", headers=owner.headers)
     assert bad_id.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"is_active": False},
+        {"password_changed_at": "later"},
+        {"sessions_revoked_at": "later"},
+    ],
+)
+async def test_the_owner_with_a_stale_token_or_a_closed_account_lists_nothing(
+    client: httpx.AsyncClient, app: FastAPI, change: dict[str, Any]
+) -> None:
+    # The owner's list checks the account inside its statement on PostgreSQL (no account
+    # read): a deactivated account, or a token issued before a password change or a "sign out
+    # everywhere", is refused as on every other signed-in route.
+    owner = await make_user(app)
+    seeded = await seed_confirmed_booking(app, owner.id, ["A1", "A2"])
+    url = f"/api/bookings/{seeded.booking_id}/tickets"
+    assert (await client.get(url, headers=owner.headers)).status_code == 200
+    later = utcnow() + dt.timedelta(minutes=1)
+    values = {key: later if value == "later" else value for key, value in change.items()}
+    async with app.state.db.session() as session:
+        await session.execute(update(User).where(User.id == owner.id).values(**values))
+
+    response = await client.get(url, headers=owner.headers)
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "invalid_token"
 
 
 @pytest.mark.parametrize("status", ["pending", "expired", "cancelled"])

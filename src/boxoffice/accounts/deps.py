@@ -53,10 +53,14 @@ async def optional_user(
     """The signed-in caller, or None for an anonymous one (the `OptionalUser` dependency)."""
     if credentials is None:
         return None
-    claims = _claims(request, credentials)
+    return await caller(session, _claims(request, credentials))
+
+
+async def caller(session: AsyncSession, claims: AccessClaims) -> User:
+    """The account behind verified claims: 401 if it is gone, inactive, or the token is from
+    before a password change or a "sign out everywhere" (free here: the account is loaded
+    anyway; claims-only routes check these in their own statements, or skip them)."""
     user = await active_user(session, claims.user_id)
-    # Free here (the account is loaded anyway): tokens from before a password change or a
-    # "sign out everywhere" are refused. Claims-only routes (TokenClaims) skip this.
     if not token_is_current(user, claims):
         raise invalid_token()
     return user

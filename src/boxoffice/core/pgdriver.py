@@ -100,6 +100,16 @@ class DriverPool:
         finally:
             await self._release(connection)
 
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Run one statement in autocommit and return its rows."""
+        connection = await self._acquire()
+        try:
+            return await connection.fetch(sql, *args)
+        except _DRIVER_ERRORS as exc:
+            raise await self._lost_or_failed(connection, sql, exc) from exc
+        finally:
+            await self._release(connection)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection in a transaction, committed when the block ends without an error.

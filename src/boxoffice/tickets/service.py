@@ -34,6 +34,8 @@ from boxoffice.booking.models import Booking, BookingLine, BookingStatus
 from boxoffice.catalog.models import Movie
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.core.db import Database
+from boxoffice.core.security import AccessClaims
 from boxoffice.loyalty import service as loyalty
 from boxoffice.scheduling.models import Showtime
 from boxoffice.tickets.exceptions import BookingNotFound, TicketsNotIssued
@@ -154,7 +156,61 @@ async def booking_tickets(
     return [row.Ticket for row in rows if row.Ticket is not None]
 
 
-def ticket_token(signer: TicketSigner, ticket: Ticket) -> str:
+@dataclass(frozen=True, slots=True)
+class ListedTicket:
+    """A ticket as its owner's list shows it (read without the ORM on PostgreSQL)."""
+
+    id: uuid.UUID
+    showtime_id: uuid.UUID
+    seat_label: str
+    status: str
+
+
+# PostgreSQL: the owner's list in one statement on the hot pool (core.pgdriver), no session and
+# no read of the account: the statement checks it the way `active_user` and
+# `token_is_current` do (active; the token issued at or after the last password change and
+# "sign out everywhere"; $3 NULL for a token without an issue time). Staff, a stranger, a
+# stale token or no such booking get no row and take the general way, which tells which.
+_OWNER_TICKETS_SQL = """
+SELECT b.status AS booking_status, t.id, t.showtime_id, t.seat_label, t.status
+FROM bookings b
+JOIN users u ON u.id = b.user_id
+LEFT JOIN tickets t ON t.booking_id = b.id
+LEFT JOIN seats s ON s.id = t.seat_id
+WHERE b.id = $1 AND b.user_id = $2 AND u.is_active
+  AND ($3::timestamptz IS NULL
+       OR (coalesce(u.password_changed_at <= $3, true)
+           AND coalesce(u.sessions_revoked_at <= $3, true)))
+ORDER BY s.row_index, s.position, s.label
+"""
+
+
+async def owner_tickets(
+    database: Database, booking_id: uuid.UUID, claims: AccessClaims
+) -> list[ListedTicket] | None:
+    """The tickets of the caller's own booking in seat order, on PostgreSQL; None when the
+    caller is not (or no longer may act as) its owner, or on another backend."""
+    if database.driver is None:
+        return None
+    rows = await database.driver.fetch(
+        _OWNER_TICKETS_SQL, booking_id, claims.user_id, claims.issued_at
+    )
+    if not rows:
+        return None
+    status = rows[0]["booking_status"]
+    if status not in _ISSUED:
+        raise TicketsNotIssued(
+            f"The booking is {status}: tickets are issued once it is paid.",
+            bookingStatus=status,
+        )
+    return [
+        ListedTicket(row["id"], row["showtime_id"], row["seat_label"], row["status"])
+        for row in rows
+        if row["id"] is not None
+    ]
+
+
+def ticket_token(signer: TicketSigner, ticket: Ticket | ListedTicket) -> str:
     return signer.sign(ticket.id, ticket.showtime_id)
 
 

@@ -10,9 +10,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
+from boxoffice.accounts.models import User
 from boxoffice.booking.models import Booking
 from boxoffice.core.clock import utcnow
 from boxoffice.payments.models import Payment
@@ -380,6 +382,41 @@ async def test_hold_book_pay_confirms_sells_the_seats_and_issues_tickets(
     tickets_again = await client.get(f"/api/bookings/{booking_id}/tickets", headers=ann.headers)
     assert tickets_again.json() == tickets
     assert await _payment_status(app, answer["paymentIntentId"]) == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "change", ["is_active", "password_changed_at", "sessions_revoked_at", "email_verified_at"]
+)
+async def test_a_closed_account_or_stale_token_neither_books_nor_pays(
+    make_client: MakeClient, app: FastAPI, change: str
+) -> None:
+    """Book and pay refuse a deactivated account and tokens from before a password change or
+    a "sign out everywhere" (401), and change nothing. With verified addresses required, an
+    address that is no longer verified may not book (403) but may still pay what it booked."""
+    client = await make_client(require_verified_email=True)
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    booked = await book(client, ann.headers, show.showtime_id, "A1")
+    held = await hold(client, ann.headers, show.showtime_id, "A2")
+    assert held.status_code == 201, held.text
+    later = utcnow() + dt.timedelta(minutes=1)
+    value = {"is_active": False, "email_verified_at": None}.get(change, later)
+    async with app.state.db.session() as session:
+        await session.execute(update(User).where(User.id == ann.id).values({change: value}))
+
+    booking = await book_hold(client, ann.headers, show.showtime_id, held.json()["lockToken"], "A2")
+    paid = await pay(client, ann.headers, booked["paymentIntentId"])
+    if change == "email_verified_at":
+        assert (booking.status_code, booking.json()["code"]) == (403, "email_not_verified")
+        assert paid.status_code == 200, paid.text
+        return
+    for refused in (booking, paid):
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["code"] == "invalid_token"
+    async with app.state.db.session() as session:
+        statuses = (await session.scalars(select(Payment.status))).all()
+        bookings = (await session.scalar(select(func.count()).select_from(Booking))) or 0
+    assert (list(statuses), bookings) == (["pending"], 1)
 
 
 async def test_a_declined_card_leaves_the_booking_pending_to_pay_again(

@@ -18,12 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import RolePermission, User
 from boxoffice.accounts.permissions import Permission
-from boxoffice.accounts.service import (
-    active_user,
-    check_admin_mfa,
-    invalid_token,
-    token_is_current,
-)
+from boxoffice.accounts.service import check_admin_mfa, invalid_token, signed_in_user
 from boxoffice.core.db import SessionDep
 from boxoffice.core.errors import Forbidden, NotAuthenticated
 from boxoffice.core.security import AccessClaims, VerifiedTokens
@@ -53,17 +48,7 @@ async def optional_user(
     """The signed-in caller, or None for an anonymous one (the `OptionalUser` dependency)."""
     if credentials is None:
         return None
-    return await caller(session, _claims(request, credentials))
-
-
-async def caller(session: AsyncSession, claims: AccessClaims) -> User:
-    """The account behind verified claims: 401 if it is gone, inactive, or the token is from
-    before a password change or a "sign out everywhere" (free here: the account is loaded
-    anyway; claims-only routes check these in their own statements, or skip them)."""
-    user = await active_user(session, claims.user_id)
-    if not token_is_current(user, claims):
-        raise invalid_token()
-    return user
+    return await signed_in_user(session, _claims(request, credentials))
 
 
 async def _access_claims(

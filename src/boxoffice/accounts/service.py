@@ -728,6 +728,15 @@ async def active_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     return user
 
 
+async def signed_in_user(session: AsyncSession, claims: AccessClaims) -> User:
+    """The account behind verified claims: 401 if it is gone, inactive, or the token is from
+    before a password change or a "sign out everywhere"."""
+    user = await active_user(session, claims.user_id)
+    if not token_is_current(user, claims):
+        raise invalid_token()
+    return user
+
+
 def check_may_book(user: User, settings: Settings) -> None:
     """With BOXOFFICE_REQUIRE_VERIFIED_EMAIL, only verified addresses may hold and book."""
     if settings.require_verified_email and user.email_verified_at is None:

@@ -8,9 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from boxoffice.accounts.deps import TokenClaims, caller, has_permission, require
+from boxoffice.accounts.deps import TokenClaims, has_permission, require
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
+from boxoffice.accounts.service import signed_in_user
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import DatabaseDep, SessionDep
 from boxoffice.core.routing import RetryingRoute
@@ -96,7 +97,7 @@ async def booking_tickets(
     )
     if tickets is None:
         async with database.session(write=False) as session:
-            user = await caller(session, claims)
+            user = await signed_in_user(session, claims)
             may_read_any = await has_permission(
                 request, session, user, Permission.BOOKINGS_READ_ANY
             )

@@ -12,6 +12,7 @@ import datetime as dt
 import sqlite3
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -316,6 +317,19 @@ async def _take_seats(
     raise SeatsUnavailable(f"Not available any more: {', '.join(taken)}.", seats=taken)
 
 
+@dataclass(frozen=True, slots=True)
+class GrantedHold:
+    """A hold as its answer shows it, from the paths that write its row in SQL (PostgreSQL's
+    statement, SQLite's transaction): building an ORM object only to answer cost ~5% of a
+    hold's CPU."""
+
+    id: uuid.UUID
+    showtime_id: uuid.UUID
+    seat_labels: list[str]
+    expires_at: dt.datetime
+    extensions: int = 0
+
+
 def _new_hold(
     settings: Settings, user_id: uuid.UUID, showtime_id: uuid.UUID, labels: list[str]
 ) -> Hold:
@@ -340,7 +354,7 @@ async def lock_seats(
     user_id: uuid.UUID,
     showtime_id: uuid.UUID,
     labels: Sequence[str],
-) -> Hold:
+) -> Hold | GrantedHold:
     """Hold exactly these seats for the customer (whose token was valid: the account is
     checked here), replacing the customer's previous hold on the showtime. One unit of work:
     PostgreSQL's one statement in autocommit, or one write session."""
@@ -398,12 +412,14 @@ async def _lock_seats_at_once(
     user_id: uuid.UUID,
     showtime_id: uuid.UUID,
     wanted: list[str],
-) -> Hold:
+) -> GrantedHold:
     """`lock_seats` in one PostgreSQL statement or one synchronous SQLite transaction: it
     changes nothing unless every rule holds, and tells which one failed; the errors are the
     generic path's, in its order."""
-    hold = _new_hold(settings, user_id, showtime_id, wanted)
-    now = hold.created_at
+    now = utcnow()  # as in _new_hold
+    hold = GrantedHold(
+        uuid.uuid4(), showtime_id, wanted, now + dt.timedelta(seconds=settings.hold_ttl)
+    )
     request = HoldRequest(
         hold_id=hold.id,
         user_id=user_id,
@@ -621,5 +637,5 @@ async def _release_generic(session: AsyncSession, user_id: uuid.UUID, token: uui
         hold.status = HoldStatus.RELEASED
 
 
-def extensions_left(hold: Hold) -> int:
+def extensions_left(hold: Hold | GrantedHold) -> int:
     return max(0, MAX_EXTENSIONS - hold.extensions)

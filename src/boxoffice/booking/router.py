@@ -32,7 +32,7 @@ from boxoffice.booking.schemas import (
     TheaterBrief,
 )
 from boxoffice.core import idempotency
-from boxoffice.core.db import DatabaseDep, SessionDep
+from boxoffice.core.db import SessionDep, get_database
 from boxoffice.core.ratelimit import limited
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import Page
@@ -52,7 +52,7 @@ async def _customer_who_may_book(request: Request, user: CurrentUser) -> User:
 Booker = Annotated[User, Depends(_customer_who_may_book)]
 
 
-def _hold_out(hold: Hold) -> HoldOut:
+def _hold_out(hold: Hold | holds.GrantedHold) -> HoldOut:
     return HoldOut(
         lock_token=hold.id,
         showtime_id=hold.showtime_id,
@@ -74,14 +74,16 @@ def booking_out(view: service.BookingView) -> BookingOut:
     dependencies=[_holds_rate_limit],
     responses={409: {"description": "seats_unavailable, showtime_closed or hold_limit"}},
 )
-async def lock_seats(
-    body: LockSeatsIn, request: Request, claims: TokenClaims, database: DatabaseDep
-) -> HoldOut:
+async def lock_seats(body: LockSeatsIn, request: Request, claims: TokenClaims) -> HoldOut:
     # The hottest write of an onsale: the service checks the account itself, in the same
     # statement as the hold on PostgreSQL (see booking.holds_postgres), and opens its own
     # unit of work (no session on PostgreSQL).
     hold = await holds.lock_seats(
-        database, request.app.state.settings, claims.user_id, body.showtime_id, body.seat_numbers
+        get_database(request),
+        request.app.state.settings,
+        claims.user_id,
+        body.showtime_id,
+        body.seat_numbers,
     )
     return _hold_out(hold)
 
@@ -120,10 +122,8 @@ async def extend_lock(
 
 
 @router.delete("/bookings/lock-seats/{lock_token}", status_code=status.HTTP_204_NO_CONTENT)
-async def release_lock(
-    lock_token: uuid.UUID, claims: TokenClaims, database: DatabaseDep
-) -> Response:
-    await holds.release(database, claims.user_id, lock_token)
+async def release_lock(lock_token: uuid.UUID, request: Request, claims: TokenClaims) -> Response:
+    await holds.release(get_database(request), claims.user_id, lock_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

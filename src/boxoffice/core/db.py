@@ -95,7 +95,8 @@ class Base(DeclarativeBase):
 def sqlite_time(value: dt.datetime) -> str:
     """An aware datetime as a `UTCDateTime` column holds it on SQLite (naive UTC text), for
     the statements that run on the plain `sqlite3` connection."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat with its timespec: strftime's "%Y-%m-%d %H:%M:%S.%f", at a third of the cost.
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -478,6 +479,9 @@ async def _run_after_commit(session: AsyncSession) -> None:
 
 
 def get_database(request: Request) -> Database:
+    # Called by the handlers that open what they need themselves (hold, release, seat map,
+    # ticket list) rather than declared as a dependency: FastAPI's solving of one costs
+    # ~3% of a hold's CPU.
     db: Database = request.app.state.db
     return db
 
@@ -490,12 +494,3 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the session commits when the handler returns, before the answer is sent.
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
-
-
-async def _database(request: Request) -> Database:
-    # async: FastAPI runs a plain function dependency in a worker thread (~0.1 ms a request).
-    return get_database(request)
-
-
-# For handlers that open what they need themselves (hold, release, seat map).
-DatabaseDep = Annotated[Database, Depends(_database)]

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from boxoffice.accounts.deps import OptionalCredentials, optional_user, require
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
-from boxoffice.core.db import DatabaseDep, SessionDep
+from boxoffice.core.db import SessionDep, get_database
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.core.schema import Page, reject_empty_patch
 from boxoffice.scheduling import service
@@ -65,13 +65,13 @@ async def get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeO
 async def get_seat_map(
     request: Request,
     showtime_id: uuid.UUID,
-    database: DatabaseDep,
     credentials: OptionalCredentials,
 ) -> Response:
     """The seat map: every sellable seat by row with its state and price (pricing rules
     applied); with a token, the caller's own held seats say `heldByYou`."""
     # The hottest read of an onsale: an anonymous map opens no session (the renderer reads
     # the states in one statement on the hot pool); a signed-in one reads the account first.
+    database = get_database(request)
     user: User | None = None
     if credentials is not None:
         async with database.session(write=False) as session:

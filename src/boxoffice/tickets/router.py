@@ -13,7 +13,7 @@ from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.accounts.service import signed_in_user
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import DatabaseDep, SessionDep
+from boxoffice.core.db import SessionDep, get_database
 from boxoffice.core.routing import RetryingRoute
 from boxoffice.tickets import service
 from boxoffice.tickets.exceptions import TicketTokenNotFound
@@ -83,7 +83,6 @@ async def public_key(signer: Signer, response: Response) -> PublicKeyOut:
 @router.get("/bookings/{booking_id}/tickets", summary="The tickets of a paid booking")
 async def booking_tickets(
     request: Request,
-    database: DatabaseDep,
     claims: TokenClaims,
     signer: Signer,
     booking_id: uuid.UUID,
@@ -92,6 +91,7 @@ async def booking_tickets(
     the booking is unpaid, cancelled or expired."""
     # The owner's list, read with the account check in one statement where the backend can
     # (no session); everyone else, and the other backends, the general way.
+    database = get_database(request)
     tickets: Sequence[Ticket | service.ListedTicket] | None = await service.owner_tickets(
         database, booking_id, claims
     )

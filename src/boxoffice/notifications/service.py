@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, bindparam, func, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -182,7 +182,9 @@ RECIPIENT = (
     .outerjoin(NotificationPreference, NotificationPreference.user_id == User.id)
     .where(User.id == bindparam("the_user"))
 )
-_INSERT_IN_APP = insert(Notification).values(
+# On the table, not the entity: the session runs an entity's INSERT through the ORM's bulk
+# machinery, ~0.35 ms of CPU a confirmation more (measured in-process, alternating pairs).
+_INSERT_IN_APP = insert(cast(Table, Notification.__table__)).values(
     {
         column: bindparam(f"new_{column}")
         for column in ("id", "user_id", "type", "title", "body", "data", "created_at")

@@ -343,9 +343,13 @@ def _new_hold(
         status=HoldStatus.ACTIVE,
         seat_labels=labels,
         created_at=now,
-        expires_at=now + dt.timedelta(seconds=settings.hold_ttl),
+        expires_at=_expiry(settings, now),
         extensions=0,
     )
+
+
+def _expiry(settings: Settings, granted_at: dt.datetime) -> dt.datetime:
+    return granted_at + dt.timedelta(seconds=settings.hold_ttl)
 
 
 async def lock_seats(
@@ -417,9 +421,7 @@ async def _lock_seats_at_once(
     changes nothing unless every rule holds, and tells which one failed; the errors are the
     generic path's, in its order."""
     now = utcnow()  # as in _new_hold
-    hold = GrantedHold(
-        uuid.uuid4(), showtime_id, wanted, now + dt.timedelta(seconds=settings.hold_ttl)
-    )
+    hold = GrantedHold(uuid.uuid4(), showtime_id, wanted, _expiry(settings, now))
     request = HoldRequest(
         hold_id=hold.id,
         user_id=user_id,

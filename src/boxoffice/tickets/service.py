@@ -147,13 +147,16 @@ async def booking_tickets(
     rows = (await session.execute(_BOOKING_WITH_TICKETS, {"the_booking": booking_id})).all()
     if not rows or (rows[0].user_id != viewer.id and not may_read_any):
         raise BookingNotFound(f"No booking with id {booking_id}.")
-    status = rows[0].status
-    if status not in _ISSUED:
-        raise TicketsNotIssued(
-            f"The booking is {status}: tickets are issued once it is paid.",
-            bookingStatus=status,
-        )
+    _check_issued(rows[0].status)
     return [row.Ticket for row in rows if row.Ticket is not None]
+
+
+def _check_issued(booking_status: str) -> None:
+    if booking_status not in _ISSUED:
+        raise TicketsNotIssued(
+            f"The booking is {booking_status}: tickets are issued once it is paid.",
+            bookingStatus=booking_status,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +200,7 @@ async def owner_tickets(
     )
     if not rows:
         return None
-    status = rows[0]["booking_status"]
-    if status not in _ISSUED:
-        raise TicketsNotIssued(
-            f"The booking is {status}: tickets are issued once it is paid.",
-            bookingStatus=status,
-        )
+    _check_issued(rows[0]["booking_status"])
     return [
         ListedTicket(row["id"], row["showtime_id"], row["seat_label"], row["status"])
         for row in rows

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from boxoffice.accounts.models import User
+from boxoffice.core.clock import utcnow
 from boxoffice.scheduling.models import Showtime
 from tests.booking_helpers import hold, seat_statuses, seed_showtime
 from tests.helpers import make_user
@@ -241,21 +242,34 @@ async def test_verified_email_can_be_required_for_booking(
     assert (await hold(client, verified.headers, show.showtime_id, "A1")).status_code == 201
 
 
-async def test_a_deactivated_account_can_neither_hold_nor_release(
-    app: FastAPI, client: httpx.AsyncClient
+@pytest.mark.parametrize("change", ["is_active", "password_changed_at", "sessions_revoked_at"])
+async def test_a_closed_account_or_stale_token_can_neither_hold_nor_release(
+    app: FastAPI, client: httpx.AsyncClient, change: str
 ) -> None:
     """Hold and release read only the token's claims up front; the account is checked with
-    the hold itself (in the same statement on PostgreSQL)."""
+    the hold itself (in the same statement on PostgreSQL): a deactivated account, or a token
+    issued before a password change or a "sign out everywhere", is refused (401) and changes
+    nothing. A password change or sign-out before the token was issued refuses nothing."""
     show = await seed_showtime(app)
     ann = await make_user(app)
     token = (await hold(client, ann.headers, show.showtime_id, "A1")).json()["lockToken"]
+    if change != "is_active":  # a cutoff before the token's issue time: still the caller's
+        earlier = utcnow() - dt.timedelta(minutes=5)
+        async with app.state.db.session() as session:
+            await session.execute(update(User).where(User.id == ann.id).values({change: earlier}))
+        again = await hold(client, ann.headers, show.showtime_id, "A1")
+        assert again.status_code == 201, again.text
+        token = again.json()["lockToken"]
+    value = False if change == "is_active" else utcnow() + dt.timedelta(minutes=1)
     async with app.state.db.session() as session:
-        await session.execute(update(User).where(User.id == ann.id).values(is_active=False))
+        await session.execute(update(User).where(User.id == ann.id).values({change: value}))
+
     refused = await hold(client, ann.headers, show.showtime_id, "A2")
     assert refused.status_code == 401
     assert refused.json()["code"] == "invalid_token"
     release = await client.delete(f"/api/bookings/lock-seats/{token}", headers=ann.headers)
     assert release.status_code == 401
+    assert release.json()["code"] == "invalid_token"
     seats = await seat_statuses(client, show.showtime_id)
     assert (seats["A1"]["status"], seats["A2"]["status"]) == ("held", "available")
 

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from boxoffice.booking import holds_postgres
-from boxoffice.booking.verdicts import STAFF_ROLES
+from boxoffice.booking.verdicts import HoldRequest
 from boxoffice.scheduling import seat_map
 from tests.booking_helpers import hold, seed_showtime
 from tests.helpers import make_user
@@ -98,22 +98,22 @@ async def test_hold_release_and_seat_map_read_holds_by_key_on_stale_statistics(
         statements: dict[str, tuple[str, tuple[Any, ...]]] = {
             "hold": (
                 holds_postgres._HOLD_SQL,
-                (
-                    customer.id,
-                    showtime_id,
-                    labels,
-                    now,
-                    False,
-                    now,
-                    len(labels),
-                    uuid.uuid4(),
-                    json.dumps(labels),
-                    now + dt.timedelta(minutes=10),
-                    20,
-                    list(STAFF_ROLES),
+                holds_postgres._hold_params(
+                    HoldRequest(
+                        hold_id=uuid.uuid4(),
+                        user_id=customer.id,
+                        showtime_id=showtime_id,
+                        labels=labels,
+                        now=now,
+                        expires=now + dt.timedelta(minutes=10),
+                        closes_after=now,
+                        need_verified=False,
+                        max_held=20,
+                        token_issued_at=now,
+                    )
                 ),
             ),
-            "release": (holds_postgres._RELEASE_SQL, (customer.id, hold_id)),
+            "release": (holds_postgres._RELEASE_SQL, (customer.id, hold_id, now)),
             "seat map": (seat_map._HEAD_AND_STATES_SQL, (showtime_id, customer.id, now)),
         }
         found: dict[str, list[str]] = {}

@@ -31,10 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
 from boxoffice.accounts.service import (
-    active_user,
     check_may_book,
     email_not_verified,
     invalid_token,
+    signed_in_user,
+    token_is_current,
 )
 from boxoffice.booking import holds_postgres, holds_sqlite
 from boxoffice.booking.best_available import SeatView, choose_seats
@@ -53,6 +54,7 @@ from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, ReleaseVerdict
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import Database
+from boxoffice.core.security import AccessClaims
 from boxoffice.scheduling.exceptions import SeatsUnavailable, ShowtimeNotFound, UnknownSeats
 from boxoffice.scheduling.models import SeatStatus, Showtime, ShowtimeSeat
 from boxoffice.scheduling.service import get_showtime, resolve_labels, seat_is_free
@@ -355,42 +357,44 @@ def _expiry(settings: Settings, granted_at: dt.datetime) -> dt.datetime:
 async def lock_seats(
     database: Database,
     settings: Settings,
-    user_id: uuid.UUID,
+    claims: AccessClaims,
     showtime_id: uuid.UUID,
     labels: Sequence[str],
 ) -> Hold | GrantedHold:
-    """Hold exactly these seats for the customer (whose token was valid: the account is
-    checked here), replacing the customer's previous hold on the showtime. One unit of work:
-    PostgreSQL's one statement in autocommit, or one write session."""
+    """Hold exactly these seats for the customer (whose token's signature was valid: the
+    account, and the token against it, are checked here), replacing the customer's previous
+    hold on the showtime. One unit of work: PostgreSQL's one statement in autocommit, or one
+    write session."""
     wanted = list(dict.fromkeys(labels))
     _check_count(settings, len(wanted))
     if database.backend == "postgresql":
-        return await _lock_seats_at_once(database, None, settings, user_id, showtime_id, wanted)
+        return await _lock_seats_at_once(database, None, settings, claims, showtime_id, wanted)
     async with database.sqlite_write_turn() as sqlite:
         if sqlite is not None:
             return await _lock_seats_at_once(
-                database, sqlite, settings, user_id, showtime_id, wanted
+                database, sqlite, settings, claims, showtime_id, wanted
             )
     async with database.session() as session:  # MariaDB
-        return await _lock_seats_generic(session, settings, user_id, showtime_id, wanted)
+        return await _lock_seats_generic(session, settings, claims, showtime_id, wanted)
 
 
 async def _lock_seats_generic(
     session: AsyncSession,
     settings: Settings,
-    user_id: uuid.UUID,
+    claims: AccessClaims,
     showtime_id: uuid.UUID,
     wanted: list[str],
 ) -> Hold:
     # MariaDB here (PostgreSQL always holds in one statement). With a cap, the customer's row
     # is read locked first, so their holds take turns and the count below (a later statement,
     # READ COMMITTED) sees every hold made before (see `_take_turn`).
+    user_id = claims.user_id
     user = await session.scalar(
         select(User).where(User.id == user_id).with_for_update()
         if settings.max_held_seats_per_customer
         else select(User).where(User.id == user_id)
     )
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or not token_is_current(user, claims):
         raise invalid_token()
     check_may_book(user, settings)
     now = utcnow()
@@ -413,7 +417,7 @@ async def _lock_seats_at_once(
     database: Database,
     sqlite: sqlite3.Connection | None,
     settings: Settings,
-    user_id: uuid.UUID,
+    claims: AccessClaims,
     showtime_id: uuid.UUID,
     wanted: list[str],
 ) -> GrantedHold:
@@ -424,7 +428,7 @@ async def _lock_seats_at_once(
     hold = GrantedHold(uuid.uuid4(), showtime_id, wanted, _expiry(settings, now))
     request = HoldRequest(
         hold_id=hold.id,
-        user_id=user_id,
+        user_id=claims.user_id,
         showtime_id=showtime_id,
         labels=wanted,
         now=now,
@@ -432,6 +436,7 @@ async def _lock_seats_at_once(
         closes_after=now + dt.timedelta(minutes=settings.sales_close_minutes),
         need_verified=settings.require_verified_email,
         max_held=settings.max_held_seats_per_customer,
+        token_issued_at=claims.issued_at,
     )
     if sqlite is not None:  # inside the write turn
         verdict = holds_sqlite.hold(sqlite, request)
@@ -605,18 +610,27 @@ async def extend(
     return hold
 
 
-async def release(database: Database, user_id: uuid.UUID, token: uuid.UUID) -> None:
+async def release(database: Database, claims: AccessClaims, token: uuid.UUID) -> None:
     """Give the seats back at once. Releasing twice is fine; a booked hold is not released.
-    One unit of work, as `lock_seats`."""
+    One unit of work, as `lock_seats` (which checks the account and token the same way)."""
+    user_id, issued_at = claims.user_id, claims.issued_at
     if database.backend == "postgresql":
-        _judge_release(await holds_postgres.release(database, hold_id=token, user_id=user_id))
+        _judge_release(
+            await holds_postgres.release(
+                database, hold_id=token, user_id=user_id, token_issued_at=issued_at
+            )
+        )
         return
     async with database.sqlite_write_turn() as sqlite:
         if sqlite is not None:
-            _judge_release(holds_sqlite.release(sqlite, hold_id=token, user_id=user_id))
+            _judge_release(
+                holds_sqlite.release(
+                    sqlite, hold_id=token, user_id=user_id, token_issued_at=issued_at
+                )
+            )
             return
     async with database.session() as session:  # MariaDB
-        await _release_generic(session, user_id, token)
+        await _release_generic(session, claims, token)
 
 
 def _judge_release(verdict: ReleaseVerdict) -> None:
@@ -628,9 +642,9 @@ def _judge_release(verdict: ReleaseVerdict) -> None:
         raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
 
 
-async def _release_generic(session: AsyncSession, user_id: uuid.UUID, token: uuid.UUID) -> None:
-    await active_user(session, user_id)
-    hold = await _own_hold(session, user_id, token, for_update=True)
+async def _release_generic(session: AsyncSession, claims: AccessClaims, token: uuid.UUID) -> None:
+    await signed_in_user(session, claims)
+    hold = await _own_hold(session, claims.user_id, token, for_update=True)
     if hold.status == HoldStatus.CONVERTED:
         raise HoldAlreadyBooked("This hold is part of a booking; cancel the booking instead.")
     if hold.status == HoldStatus.ACTIVE:

@@ -40,6 +40,7 @@ Uncontended, the cap costs no round trip.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from typing import Any
@@ -48,14 +49,20 @@ from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, Re
 from boxoffice.core.db import Database
 from boxoffice.core.pgdriver import DriverPool
 
+# The account is the caller's while it is active and the token was issued no earlier than its
+# last password change or "sign out everywhere" (accounts.service.token_is_current; GREATEST
+# skips NULLs, and a token without an issue time compares NULL: let through).
+#
 # Parameters: $1 user_id, $2 showtime_id, $3 labels, $4 now, $5 need_verified,
 # $6 closes_after, $7 count, $8 hold_id, $9 labels_json, $10 expires, $11 max_held (0: no cap),
-# $12 staff roles (not capped). Arrays in and out are text[]: asyncpg knows that type, where
-# varchar[] would cost a type lookup on each new connection.
+# $12 staff roles (not capped), $13 the token's issue time (NULL: none). Arrays in and out are
+# text[]: asyncpg knows that type, where varchar[] would cost a type lookup on each new
+# connection.
 _HOLD_SQL = """
 WITH customer AS (
     SELECT email_verified_at IS NOT NULL AS verified, xmin AS version FROM users
     WHERE id = $1 AND is_active
+      AND coalesce(greatest(password_changed_at, sessions_revoked_at) <= $13, true)
 ), me AS MATERIALIZED (
     SELECT xmin AS version FROM users
     WHERE id = $1 AND is_active AND $11 > 0 AND NOT role = ANY($12::text[])
@@ -146,11 +153,14 @@ FROM verdict
 # Taken first by the locked retry (see the module's docstring).
 _LOCK_CUSTOMER_SQL = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE"
 
-# Parameters: $1 user_id, $2 hold_id.
+# Parameters: $1 user_id, $2 hold_id, $3 the token's issue time (NULL: none).
 _RELEASE_SQL = """
 WITH target AS MATERIALIZED (
     SELECT h.id, h.showtime_id, h.status, h.user_id = $1 AS mine,
-           EXISTS (SELECT 1 FROM users WHERE id = $1 AND is_active) AS customer
+           EXISTS (
+               SELECT 1 FROM users WHERE id = $1 AND is_active
+                 AND coalesce(greatest(password_changed_at, sessions_revoked_at) <= $3, true)
+           ) AS customer
     FROM holds h WHERE h.id = $2
     FOR UPDATE OF h
 ), go AS (
@@ -216,11 +226,18 @@ def _hold_params(request: HoldRequest) -> tuple[Any, ...]:
         request.expires,
         request.max_held,
         list(STAFF_ROLES),
+        request.token_issued_at,
     )
 
 
-async def release(database: Database, *, hold_id: uuid.UUID, user_id: uuid.UUID) -> ReleaseVerdict:
-    row = await _driver(database).fetchrow(_RELEASE_SQL, user_id, hold_id)
+async def release(
+    database: Database,
+    *,
+    hold_id: uuid.UUID,
+    user_id: uuid.UUID,
+    token_issued_at: dt.datetime | None,
+) -> ReleaseVerdict:
+    row = await _driver(database).fetchrow(_RELEASE_SQL, user_id, hold_id, token_issued_at)
     if row is None:
         return ReleaseVerdict(found=False, customer_active=True, status=None, released=False)
     return ReleaseVerdict(

@@ -50,6 +50,18 @@ def _transaction(
     return verdict
 
 
+# The account is the caller's while it is active and the token was issued no earlier than its
+# last password change or "sign out everywhere" (accounts.service.token_is_current): one
+# parameter, the token's issue time as the columns' text, NULL for a token without one.
+_TOKEN_CURRENT = (
+    "coalesce(max(coalesce(password_changed_at, ''), coalesce(sessions_revoked_at, '')) <= ?, 1)"
+)
+
+
+def _issued(token_issued_at: dt.datetime | None) -> str | None:
+    return None if token_issued_at is None else sqlite_time(token_issued_at)
+
+
 def hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     return _transaction(conn, lambda: _hold(conn, request), lambda verdict: verdict.done)
 
@@ -61,8 +73,9 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     verified, role, status, start_time, screen_id = conn.execute(
         "SELECT u.verified, u.role, st.status, st.start_time, st.screen_id FROM (SELECT 1)"
         " LEFT JOIN (SELECT email_verified_at IS NOT NULL AS verified, role FROM users"
-        " WHERE id = ? AND is_active) u LEFT JOIN showtimes st ON st.id = ?",
-        (user, show),
+        f" WHERE id = ? AND is_active AND {_TOKEN_CURRENT}) u"
+        " LEFT JOIN showtimes st ON st.id = ?",
+        (user, _issued(request.token_issued_at), show),
     ).fetchone()
     # The cap needs no lock here: the write turn lets one writer in at a time.
     limited = request.max_held > 0 and role is not None and role not in STAFF_ROLES
@@ -143,18 +156,28 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     )
 
 
-def release(conn: sqlite3.Connection, *, hold_id: uuid.UUID, user_id: uuid.UUID) -> ReleaseVerdict:
+def release(
+    conn: sqlite3.Connection,
+    *,
+    hold_id: uuid.UUID,
+    user_id: uuid.UUID,
+    token_issued_at: dt.datetime | None,
+) -> ReleaseVerdict:
     return _transaction(
-        conn, lambda: _release(conn, hold_id.hex, user_id.hex), lambda verdict: verdict.released
+        conn,
+        lambda: _release(conn, hold_id.hex, user_id.hex, _issued(token_issued_at)),
+        lambda verdict: verdict.released,
     )
 
 
-def _release(conn: sqlite3.Connection, hold_hex: str, user: str) -> ReleaseVerdict:
+def _release(
+    conn: sqlite3.Connection, hold_hex: str, user: str, issued: str | None
+) -> ReleaseVerdict:
     row = conn.execute(
         "SELECT h.status, h.user_id = ?, h.showtime_id,"
-        " EXISTS (SELECT 1 FROM users WHERE id = ? AND is_active)"
+        f" EXISTS (SELECT 1 FROM users WHERE id = ? AND is_active AND {_TOKEN_CURRENT})"
         " FROM holds h WHERE h.id = ?",
-        (user, user, hold_hex),
+        (user, user, issued, hold_hex),
     ).fetchone()
     if row is None:
         return ReleaseVerdict(found=False, customer_active=True, status=None, released=False)

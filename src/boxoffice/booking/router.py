@@ -81,7 +81,7 @@ async def lock_seats(body: LockSeatsIn, request: Request, claims: TokenClaims) -
     hold = await holds.lock_seats(
         get_database(request),
         request.app.state.settings,
-        claims.user_id,
+        claims,
         body.showtime_id,
         body.seat_numbers,
     )
@@ -123,7 +123,7 @@ async def extend_lock(
 
 @router.delete("/bookings/lock-seats/{lock_token}", status_code=status.HTTP_204_NO_CONTENT)
 async def release_lock(lock_token: uuid.UUID, request: Request, claims: TokenClaims) -> Response:
-    await holds.release(get_database(request), claims.user_id, lock_token)
+    await holds.release(get_database(request), claims, lock_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

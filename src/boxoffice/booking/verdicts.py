@@ -27,6 +27,8 @@ class HoldRequest:
     closes_after: dt.datetime  # sales are open while the start is later than this
     need_verified: bool  # BOXOFFICE_REQUIRE_VERIFIED_EMAIL
     max_held: int  # BOXOFFICE_MAX_HELD_SEATS_PER_CUSTOMER (0: no cap); staff are exempt
+    token_issued_at: dt.datetime | None  # the caller's token (refused if older than the
+    # account's last password change or "sign out everywhere"; None: no issue time)
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def configure_logging(settings: Settings) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # Look up sys.stderr at each use: whoever replaced it (a test runner) may close it later.
-        logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
+        logger_factory=lambda *_: structlog.WriteLogger(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Libraries that log through the standard library end up in the same stream.

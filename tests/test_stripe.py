@@ -262,6 +262,45 @@ async def test_stripe_still_failing_after_the_retries_is_a_502_and_books_nothing
     assert fake.intents_created == 1
 
 
+async def test_a_booking_refused_at_its_last_step_cancels_the_intent_it_made(
+    make_client: MakeClient, app: FastAPI, fake: FakeStripe, backend: Backend
+) -> None:
+    """The hold runs out while its booking waits for Stripe and another customer takes one
+    of its seats. On PostgreSQL the intent is made before the statement that writes the
+    booking and extends the hold, which then finds a seat gone: the booking is refused (410)
+    and the intent cancelled at Stripe. Elsewhere the hold is extended (its seats locked)
+    before the intent is made: the booking stands and the other customer is refused."""
+    api = await make_client(**stripe_settings(fake, hold_ttl=2, expiry_interval_seconds=0))
+    ann, bob = await make_user(app), await make_user(app)
+    show = await seed_showtime(app)
+    held = await hold(api, ann.headers, show.showtime_id, *SEATS)
+    expires = dt.datetime.fromisoformat(held.json()["expiresAt"])
+    fake.delay_next(CREATE_INTENT, 3.5)
+    booking = asyncio.create_task(
+        book_hold(api, ann.headers, show.showtime_id, held.json()["lockToken"], *SEATS)
+    )
+    while fake.intents_created == 0:
+        assert not booking.done(), (await booking).text  # booked too late to race
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(max(0.0, (expires - utcnow()).total_seconds()) + 0.1)
+    assert not booking.done()  # still waiting for Stripe's answer
+
+    taken = await hold(api, bob.headers, show.showtime_id, SEATS[1])
+    booked = await booking
+    (intent,) = fake.intents.values()
+    if backend.name == "postgres":
+        assert taken.status_code == 201, taken.text
+        assert booked.status_code == 410, booked.text
+        assert booked.json()["code"] == "hold_expired"
+        assert intent["status"] == "canceled"
+        async with app.state.db.session() as session:
+            assert (await session.scalars(select(Payment))).all() == []
+    else:
+        assert booked.status_code == 201, booked.text
+        assert taken.status_code == 409, taken.text
+        assert intent["status"] == "requires_payment_method"
+
+
 async def test_create_intent_timeout_is_retried_onto_the_same_intent(
     make_client: MakeClient, app: FastAPI, fake: FakeStripe
 ) -> None:

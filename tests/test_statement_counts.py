@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from boxoffice.catalog.models import Movie, MovieGenre
 from tests.booking_helpers import SUCCESS_CARD, book_hold, hold, seed_showtime
 from tests.conftest import settle_jobs
 from tests.helpers import make_user
@@ -184,3 +185,29 @@ async def test_seat_map_statements_do_not_depend_on_the_hall_size(
     with counted(app) as statements:
         assert (await client.get(url)).status_code == 200
     assert len(statements) == BUDGETS[app.state.db.backend]["seat map"]
+
+
+# The movie list: the page (each row with the total that match), then the page's genres, in a
+# reader session (SQLite counts its BEGIN and the session's end).
+MOVIE_LIST_BUDGETS = {"postgresql": 2, "sqlite": 4, "mysql": 2}
+
+
+@pytest.mark.parametrize("movies", [1, 8])
+async def test_movie_list_statements_do_not_depend_on_the_page_size(
+    app: FastAPI, client: httpx.AsyncClient, movies: int
+) -> None:
+    async with app.state.db.session() as session:
+        for number in range(movies):
+            genres = [MovieGenre(genre="drama", position=0), MovieGenre(genre="noir", position=1)]
+            title = f"Movie {number}"
+            session.add(
+                Movie(title=title, duration_minutes=90, search_text=title.lower(), genres=genres)
+            )
+    url = "/api/movies?genre=drama&search=movie"
+    await client.get(url)
+    with counted(app) as statements:
+        listed = await client.get(url)
+        assert listed.status_code == 200, listed.text
+    assert [m["genres"] for m in listed.json()["movies"]] == [["drama", "noir"]] * movies
+    assert listed.json()["pagination"]["total"] == movies
+    assert len(statements) <= MOVIE_LIST_BUDGETS[app.state.db.backend], statements

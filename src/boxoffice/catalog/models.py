@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -51,6 +52,10 @@ class Movie(IdMixin, TimestampMixin, Base):
         cascade="all, delete-orphan", lazy="selectin", order_by="MovieGenre.position"
     )
 
+    @property
+    def genre_names(self) -> list[str]:
+        return [g.genre for g in self.genres]
+
 
 class MovieGenre(Base):
     __tablename__ = "movie_genres"
@@ -60,3 +65,25 @@ class MovieGenre(Base):
     )
     genre: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
     position: Mapped[int] = mapped_column(default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedMovie:
+    """A movie as the catalog lists it: its columns, read without building an ORM object."""
+
+    genre_names: list[str]
+    id: uuid.UUID
+    title: str
+    description: str
+    duration_minutes: int
+    rating: str
+    director: str
+    cast: list[Any]
+    release_date: dt.date | None
+    language: str | None
+    poster_url: str | None
+    backdrop_url: str | None
+    trailer_url: str | None
+    status: str
+    average_rating: Decimal | None
+    review_count: int

@@ -10,7 +10,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, Field, HttpUrl, TypeAdapter, ValidationError, model_validator
 
-from boxoffice.catalog.models import Movie
+from boxoffice.catalog.models import ListedMovie, Movie
 from boxoffice.core.schema import CamelModel, InputModel, Pagination, refuse_nulls
 
 
@@ -148,14 +148,14 @@ class MovieOut(CamelModel):
     review_count: int
 
     @classmethod
-    def of(cls, movie: Movie) -> MovieOut:
+    def of(cls, movie: Movie | ListedMovie) -> MovieOut:
         return cls(
             id=movie.id,
             title=movie.title,
             description=movie.description,
             duration=movie.duration_minutes,
             rating=movie.rating,
-            genres=[g.genre for g in movie.genres],
+            genres=movie.genre_names,
             cast=movie.cast,
             director=movie.director,
             release_date=movie.release_date,

@@ -638,6 +638,8 @@ def test_the_redaction_processor_hides_sensitive_keys_and_values() -> None:
             "url": "https://x.example/reset-password?token=s3cr3t-t0ken&lang=de",
             "path": "/api/tickets/qr/v1.signed-ticket-token.png",
             "note": "paid with 4242 4242 4242 4242",
+            "memo": "card 5555-5555-5555-4444 then",
+            "via": "BEARER abcdefghijkl",
             "error": "boom\n[SQL: INSERT INTO users]\n[parameters: ('a@b.c', 'hash')]",
             "clientSecret": None,
             "route": "/api/tickets/qr/{qr_token}.png",
@@ -654,6 +656,8 @@ def test_the_redaction_processor_hides_sensitive_keys_and_values() -> None:
         "s3cr3t-t0ken",
         "signed-ticket-token",
         "4242 4242",
+        "5555-5555",
+        "abcdefghijkl",
         "a@b.c",
     ):
         assert secret not in rendered, secret
@@ -663,6 +667,8 @@ def test_the_redaction_processor_hides_sensitive_keys_and_values() -> None:
     assert event["route"] == "/api/tickets/qr/{qr_token}.png"
     assert event["status"] == 200
     assert scrub("GET /api/showtimes/42/seats") == "GET /api/showtimes/42/seats"
+    seat_map = "/api/showtimes/820d11d2-eac8-4677-a05f-9ae22b26c446/seats"
+    assert scrub(seat_map) == seat_map
 
 
 def test_library_log_records_are_scrubbed_too() -> None:

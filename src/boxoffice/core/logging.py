@@ -84,8 +84,18 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Card numbers: 13 to 19 digits, optionally grouped by spaces or dashes.
     (re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])"), REDACTED),
 )
-# Cheap pre-check: most strings (event names, ids, routes) need no scrubbing at all.
-_MAYBE_SENSITIVE = re.compile(r"(?i)parameters|key \(|bearer|eyJ|=|/tickets/qr/|\d{13}|\d[ -]\d")
+# Cheap pre-check: most strings (event names, ids, routes, paths) need no scrubbing at all.
+# Substring tests and one digit pattern (the shortest card number the scrubber replaces)
+# rather than one case-insensitive alternation: a request's log line went from ~23 to ~5 µs.
+_MARKERS = ("parameters", "key (", "bearer", "/tickets/qr/")  # lower-cased
+_CARD_LIKE = re.compile(r"\d(?:[ -]?\d){12}")
+
+
+def _maybe_sensitive(text: str) -> bool:
+    if "=" in text or "eyJ" in text:
+        return True
+    folded = text.lower()
+    return any(marker in folded for marker in _MARKERS) or _CARD_LIKE.search(text) is not None
 
 
 @lru_cache(maxsize=1024)
@@ -96,7 +106,7 @@ def is_sensitive_key(key: str) -> bool:
 
 def scrub(text: str) -> str:
     """The text with credentials replaced by [REDACTED]."""
-    if not _MAYBE_SENSITIVE.search(text):
+    if not _maybe_sensitive(text):
         return text
     for pattern, replacement in _SCRUBBERS:
         text = pattern.sub(replacement, text)
@@ -160,11 +170,12 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             redact,  # after the exception is formatted: its text is scrubbed too
+            # Ours, added after `redact`: nothing in them to scrub.
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -56,12 +56,14 @@ def pdf_text(data: bytes) -> str:
 
 
 def page_qr_codes(data: bytes) -> list[list[str]]:
-    """Per page, the text of every QR code in the page's images."""
+    """Per page, the text of every QR code in the page's images. (Only QR codes are looked
+    for: a search for every format once read a stray 1-D barcode into a QR code's modules.)"""
     pages = []
     for page in pypdf.PdfReader(io.BytesIO(data)).pages:
         found: list[str] = []
         for image in page.images:
-            found += [code.text for code in zxingcpp.read_barcodes(image.image)]
+            codes = zxingcpp.read_barcodes(image.image, formats=zxingcpp.BarcodeFormat.QRCode)
+            found += [code.text for code in codes]
         pages.append(found)
     return pages
 

@@ -87,7 +87,6 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
 # Cheap pre-check: most strings (event names, ids, routes, paths) need no scrubbing at all.
 # Substring tests and one digit pattern (the shortest card number the scrubber replaces)
 # rather than one case-insensitive alternation: a request's log line went from ~23 to ~5 µs.
-_MARKERS = ("parameters", "key (", "bearer", "/tickets/qr/")  # lower-cased
 _CARD_LIKE = re.compile(r"\d(?:[ -]?\d){12}")
 
 
@@ -95,7 +94,13 @@ def _maybe_sensitive(text: str) -> bool:
     if "=" in text or "eyJ" in text:
         return True
     folded = text.lower()
-    return any(marker in folded for marker in _MARKERS) or _CARD_LIKE.search(text) is not None
+    return (
+        "parameters" in folded
+        or "key (" in folded
+        or "bearer" in folded
+        or "/tickets/qr/" in folded
+        or _CARD_LIKE.search(text) is not None
+    )
 
 
 @lru_cache(maxsize=1024)

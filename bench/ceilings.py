@@ -40,7 +40,8 @@ WITH hold AS (
 )
 UPDATE showtime_seats AS ss
 SET status = 'held', hold_id = hold.id, held_until = hold.expires_at
-FROM hold, showtimes AS st, seats AS s
+FROM hold, showtimes AS st, seats AS s,
+     (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 WHERE st.id = $2 AND s.screen_id = st.screen_id AND s.label = ANY($7::text[])
   AND ss.showtime_id = $2 AND ss.seat_id = s.id
   AND (ss.status = 'available' OR (ss.status = 'held' AND ss.held_until < $5))
@@ -52,7 +53,7 @@ WITH hold AS (
     RETURNING id, showtime_id
 )
 UPDATE showtime_seats AS ss SET status = 'available', hold_id = NULL, held_until = NULL
-FROM hold
+FROM hold, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 WHERE ss.showtime_id = hold.showtime_id AND ss.status = 'held' AND ss.hold_id = hold.id
 """
 

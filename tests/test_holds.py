@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from boxoffice.accounts.models import User
+from boxoffice.booking import holds_postgres
+from boxoffice.booking.verdicts import HoldRequest
 from boxoffice.core.clock import utcnow
 from boxoffice.scheduling.models import Showtime
 from tests.booking_helpers import hold, seat_statuses, seed_showtime
@@ -287,3 +289,43 @@ async def test_a_cancelled_showtime_takes_no_holds(app: FastAPI, client: httpx.A
     assert refused.status_code == 409
     assert refused.json()["code"] == "showtime_closed"
     assert (await seat_statuses(client, show.showtime_id))["A1"]["status"] == "available"
+
+
+@pytest.mark.backends("postgres")
+async def test_postgres_holds_and_releases_commit_without_waiting_for_the_disk(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A hold lives minutes: PostgreSQL's hold and release statements commit asynchronously
+    (a crash may forget the last fraction of a second of them, never a sale: a booking's
+    synchronous commit makes every hold before it durable). The statement turns
+    synchronous_commit off for its own transaction only."""
+    show = await seed_showtime(app)
+    ann = await make_user(app)
+    driver = app.state.db.driver
+    now = utcnow()
+    request = HoldRequest(
+        hold_id=uuid.uuid4(),
+        user_id=ann.id,
+        showtime_id=uuid.UUID(show.showtime_id),
+        labels=["A1"],
+        now=now,
+        expires=now + dt.timedelta(minutes=10),
+        closes_after=now,
+        need_verified=False,
+        max_held=0,
+        token_issued_at=None,
+    )
+    async with driver.transaction() as connection:
+        held = await connection.fetchrow(
+            holds_postgres._HOLD_SQL, *holds_postgres._hold_params(request)
+        )
+        assert held["created"] == 1
+        assert await connection.fetchval("SHOW synchronous_commit") == "off"
+    async with driver.transaction() as connection:
+        released = await connection.fetchrow(
+            holds_postgres._RELEASE_SQL, ann.id, request.hold_id, None
+        )
+        assert released["marked"] == 1
+        assert await connection.fetchval("SHOW synchronous_commit") == "off"
+    # Everything else on the pool's connections commits as the server is set to.
+    assert (await driver.fetchrow("SHOW synchronous_commit"))[0] == "on"

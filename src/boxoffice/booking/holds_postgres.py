@@ -40,7 +40,7 @@ Uncontended, the cap costs no round trip.
 Both statements commit asynchronously (`set_config('synchronous_commit', 'off', true)`: for
 their own transaction only): a hold is a claim of a few minutes, not a sale, and waiting for
 the disk's flush at each one was most of an onsale's hold latency tail (the rush's hold p99
-over five runs each: 86-183 ms before, 41-152 after, median 109 -> 50). A server crash may
+in six runs before and five after: 86-183 ms, then 41-152; median 109 -> 50). A server crash may
 forget the holds and releases of its last fraction of a second: their customers find the hold
 gone (410, hold again) or the seats held until the hold would have expired. Nothing is sold
 twice or lost that was sold: a booking reads its hold under lock and commits synchronously,

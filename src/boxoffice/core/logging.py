@@ -86,7 +86,8 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 # Cheap pre-check: most strings (event names, ids, routes, paths) need no scrubbing at all.
 # Substring tests and one digit pattern (the shortest card number the scrubber replaces)
-# rather than one case-insensitive alternation: a request's log line went from ~23 to ~5 µs.
+# rather than one case-insensitive alternation: redacting a request's log line went from ~23 to
+# ~8 µs.
 _CARD_LIKE = re.compile(r"\d(?:[ -]?\d){12}")
 
 

@@ -189,6 +189,8 @@ async def test_release_frees_the_seats_at_once(app: FastAPI, client: httpx.Async
     assert (
         await client.delete(f"/api/bookings/lock-seats/{token}", headers=bob.headers)
     ).status_code == 404
+    unknown = await client.delete(f"/api/bookings/lock-seats/{uuid.uuid4()}", headers=ann.headers)
+    assert unknown.status_code == 404
     for _ in range(2):  # releasing twice is harmless
         response = await client.delete(f"/api/bookings/lock-seats/{token}", headers=ann.headers)
         assert response.status_code == 204
@@ -272,6 +274,9 @@ async def test_a_closed_account_or_stale_token_can_neither_hold_nor_release(
     release = await client.delete(f"/api/bookings/lock-seats/{token}", headers=ann.headers)
     assert release.status_code == 401
     assert release.json()["code"] == "invalid_token"
+    # The account is judged before the hold is looked for, on every backend.
+    unknown = await client.delete(f"/api/bookings/lock-seats/{uuid.uuid4()}", headers=ann.headers)
+    assert (unknown.status_code, unknown.json()["code"]) == (401, "invalid_token")
     seats = await seat_statuses(client, show.showtime_id)
     assert (seats["A1"]["status"], seats["A2"]["status"]) == ("held", "available")
 

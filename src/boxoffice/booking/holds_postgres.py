@@ -162,18 +162,21 @@ FROM verdict, (SELECT set_config('synchronous_commit', 'off', true)) AS async_co
 # Taken first by the locked retry (see the module's docstring).
 _LOCK_CUSTOMER_SQL = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE"
 
-# Parameters: $1 user_id, $2 hold_id, $3 the token's issue time (NULL: none).
+# Parameters: $1 user_id, $2 hold_id, $3 the token's issue time (NULL: none). One answer row
+# even without such a hold: the account is judged first, as on the generic path.
 _RELEASE_SQL = """
-WITH target AS MATERIALIZED (
-    SELECT h.id, h.showtime_id, h.status, h.user_id = $1 AS mine,
-           EXISTS (
-               SELECT 1 FROM users WHERE id = $1 AND is_active
-                 AND coalesce(greatest(password_changed_at, sessions_revoked_at) <= $3, true)
-           ) AS customer
+WITH caller AS MATERIALIZED (
+    SELECT EXISTS (
+        SELECT 1 FROM users WHERE id = $1 AND is_active
+          AND coalesce(greatest(password_changed_at, sessions_revoked_at) <= $3, true)
+    ) AS customer
+), target AS MATERIALIZED (
+    SELECT h.id, h.showtime_id, h.status, h.user_id = $1 AS mine
     FROM holds h WHERE h.id = $2
     FOR UPDATE OF h
 ), go AS (
-    SELECT id, showtime_id FROM target WHERE mine AND customer AND status = 'active'
+    SELECT id, showtime_id FROM target
+    WHERE mine AND status = 'active' AND (SELECT customer FROM caller)
 ), locked AS MATERIALIZED (
     SELECT ss.showtime_id, ss.seat_id FROM showtime_seats ss JOIN go
       ON ss.showtime_id = go.showtime_id AND ss.status = 'held' AND ss.hold_id = go.id
@@ -189,8 +192,9 @@ WITH target AS MATERIALIZED (
     UPDATE holds SET status = 'released'
     WHERE holds.id = $2 AND EXISTS (SELECT 1 FROM go) RETURNING holds.id
 )
-SELECT status, mine, customer, (SELECT count(*) FROM marked) AS marked
-FROM target, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+SELECT t.status, t.mine, c.customer, (SELECT count(*) FROM marked) AS marked
+FROM caller c LEFT JOIN target t ON true,
+     (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 """
 
 
@@ -248,8 +252,7 @@ async def release(
     token_issued_at: dt.datetime | None,
 ) -> ReleaseVerdict:
     row = await _driver(database).fetchrow(_RELEASE_SQL, user_id, hold_id, token_issued_at)
-    if row is None:
-        return ReleaseVerdict(found=False, customer_active=True, status=None, released=False)
+    assert row is not None  # the statement always answers one row
     return ReleaseVerdict(
         found=bool(row["mine"]),
         customer_active=bool(row["customer"]),

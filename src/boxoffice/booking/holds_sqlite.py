@@ -173,15 +173,13 @@ def release(
 def _release(
     conn: sqlite3.Connection, hold_hex: str, user: str, issued: str | None
 ) -> ReleaseVerdict:
-    row = conn.execute(
-        "SELECT h.status, h.user_id = ?, h.showtime_id,"
-        f" EXISTS (SELECT 1 FROM users WHERE id = ? AND is_active AND {_TOKEN_CURRENT})"
-        " FROM holds h WHERE h.id = ?",
+    # One row even without such a hold: the account is judged first, as on the generic path.
+    status, mine, show, active = conn.execute(
+        "SELECT h.status, h.user_id = ?, h.showtime_id, c.active FROM (SELECT"
+        f" EXISTS (SELECT 1 FROM users WHERE id = ? AND is_active AND {_TOKEN_CURRENT}) AS active)"
+        " c LEFT JOIN holds h ON h.id = ?",
         (user, user, issued, hold_hex),
     ).fetchone()
-    if row is None:
-        return ReleaseVerdict(found=False, customer_active=True, status=None, released=False)
-    status, mine, show, active = row
     released = bool(mine and active and status == "active")
     if released:
         conn.execute(

@@ -397,6 +397,16 @@ def token_is_current(user: User, claims: AccessClaims) -> bool:
     return not cutoffs or claims.issued_at >= max(cutoffs)
 
 
+def token_is_current_sql(issued_at: str, users: str = "users") -> str:
+    """`token_is_current` as a PostgreSQL condition on a `users` row, for the statements that
+    check the caller themselves (`users`: the table's name or alias there; `issued_at`: the
+    token's issue time, NULL for none, which is let through; GREATEST skips NULL cutoffs)."""
+    return (
+        f"coalesce(greatest({users}.password_changed_at, {users}.sessions_revoked_at)"
+        f" <= {issued_at}, true)"
+    )
+
+
 async def logout(session: AsyncSession, refresh_token: str) -> None:
     """End the session the token belongs to (its whole family). Unknown tokens are ignored."""
     row = await session.scalar(

@@ -54,24 +54,20 @@ import json
 import uuid
 from typing import Any
 
+from boxoffice.accounts.service import token_is_current_sql
 from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, ReleaseVerdict
 from boxoffice.core.db import Database
 from boxoffice.core.pgdriver import DriverPool
 
-# The account is the caller's while it is active and the token was issued no earlier than its
-# last password change or "sign out everywhere" (accounts.service.token_is_current; GREATEST
-# skips NULLs, and a token without an issue time compares NULL: let through).
-#
 # Parameters: $1 user_id, $2 showtime_id, $3 labels, $4 now, $5 need_verified,
 # $6 closes_after, $7 count, $8 hold_id, $9 labels_json, $10 expires, $11 max_held (0: no cap),
 # $12 staff roles (not capped), $13 the token's issue time (NULL: none). Arrays in and out are
 # text[]: asyncpg knows that type, where varchar[] would cost a type lookup on each new
 # connection.
-_HOLD_SQL = """
+_HOLD_SQL = f"""
 WITH customer AS (
     SELECT email_verified_at IS NOT NULL AS verified, xmin AS version FROM users
-    WHERE id = $1 AND is_active
-      AND coalesce(greatest(password_changed_at, sessions_revoked_at) <= $13, true)
+    WHERE id = $1 AND is_active AND {token_is_current_sql("$13")}
 ), me AS MATERIALIZED (
     SELECT xmin AS version FROM users
     WHERE id = $1 AND is_active AND $11 > 0 AND NOT role = ANY($12::text[])
@@ -164,11 +160,10 @@ _LOCK_CUSTOMER_SQL = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE"
 
 # Parameters: $1 user_id, $2 hold_id, $3 the token's issue time (NULL: none). One answer row
 # even without such a hold: the account is judged first, as on the generic path.
-_RELEASE_SQL = """
+_RELEASE_SQL = f"""
 WITH caller AS MATERIALIZED (
     SELECT EXISTS (
-        SELECT 1 FROM users WHERE id = $1 AND is_active
-          AND coalesce(greatest(password_changed_at, sessions_revoked_at) <= $3, true)
+        SELECT 1 FROM users WHERE id = $1 AND is_active AND {token_is_current_sql("$3")}
     ) AS customer
 ), target AS MATERIALIZED (
     SELECT h.id, h.showtime_id, h.status, h.user_id = $1 AS mine

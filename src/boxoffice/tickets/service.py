@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.accounts.models import User
+from boxoffice.accounts.service import token_is_current_sql
 from boxoffice.booking.models import Booking, BookingLine, BookingStatus
 from boxoffice.catalog.models import Movie
 from boxoffice.config import Settings
@@ -174,16 +175,14 @@ class ListedTicket:
 # `token_is_current` do (active; the token issued at or after the last password change and
 # "sign out everywhere"; $3 NULL for a token without an issue time). Staff, a stranger, a
 # stale token or no such booking get no row and take the general way, which tells which.
-_OWNER_TICKETS_SQL = """
+_OWNER_TICKETS_SQL = f"""
 SELECT b.status AS booking_status, t.id, t.showtime_id, t.seat_label, t.status
 FROM bookings b
 JOIN users u ON u.id = b.user_id
 LEFT JOIN tickets t ON t.booking_id = b.id
 LEFT JOIN seats s ON s.id = t.seat_id
 WHERE b.id = $1 AND b.user_id = $2 AND u.is_active
-  AND ($3::timestamptz IS NULL
-       OR (coalesce(u.password_changed_at <= $3, true)
-           AND coalesce(u.sessions_revoked_at <= $3, true)))
+  AND {token_is_current_sql("$3::timestamptz", "u")}
 ORDER BY s.row_index, s.position, s.label
 """
 

@@ -441,7 +441,7 @@ async def create_booking(
         extended = await _EXTEND_HOLD.run(session, showtime.id, **extend)
     if extended != len(seats):
         if payment is not None:  # the provider's intent was made before the statement
-            await payments.abandon_intent(payment_ctx, payment)
+            await payments.cancel_at_provider(payment_ctx, payment)
         raise HoldExpired("The hold has expired; hold the seats again.")
     if payment is not None:
         adopt(session, booking, payment)

@@ -654,16 +654,12 @@ async def _cancel(session: AsyncSession, ctx: PaymentContext, payment: Payment) 
     _audit(session, payment, "cancelled", ActorKind.SYSTEM)
     # Cancelled here regardless of the provider's answer: should the provider still take the
     # money, the success event finds a cancelled payment and refunds it.
-    await _cancel_at_provider(ctx, payment)
+    await cancel_at_provider(ctx, payment)
 
 
-async def abandon_intent(ctx: PaymentContext, payment: Payment) -> None:
-    """Cancel at the provider an intent from `intent_of_new_booking` whose booking was then
-    refused, so its rows were never written (nobody was given its client secret)."""
-    await _cancel_at_provider(ctx, payment)
-
-
-async def _cancel_at_provider(ctx: PaymentContext, payment: Payment) -> None:
+async def cancel_at_provider(ctx: PaymentContext, payment: Payment) -> None:
+    """Cancel the payment's intent at its provider, best effort (also for an intent from
+    `intent_of_new_booking` whose booking was refused before its rows were written)."""
     try:
         await ctx.provider(payment.provider).cancel(payment.provider_ref)
     except BoxofficeError as exc:  # best effort: an intent nobody pays lapses

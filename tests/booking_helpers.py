@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from boxoffice.booking.verdicts import HoldRequest
+from boxoffice.core.clock import utcnow
 from tests.factories import make_city, make_movie, make_screen, make_showtime, make_theater
 
 
@@ -124,3 +127,28 @@ async def book_and_pay(
     assert paid.json()["bookingStatus"] == "confirmed", paid.text
     booking: dict[str, Any] = answer["booking"]
     return booking
+
+
+def hold_request(
+    user_id: uuid.UUID,
+    showtime_id: uuid.UUID,
+    labels: list[str],
+    *,
+    max_held: int = 0,
+    token_issued_at: dt.datetime | None = None,
+) -> HoldRequest:
+    """What PostgreSQL's hold statement is asked, for tests that run it directly: a new hold
+    of these seats now, for ten minutes, on a showtime open for sale."""
+    now = utcnow()
+    return HoldRequest(
+        hold_id=uuid.uuid4(),
+        user_id=user_id,
+        showtime_id=showtime_id,
+        labels=labels,
+        now=now,
+        expires=now + dt.timedelta(minutes=10),
+        closes_after=now,
+        need_verified=False,
+        max_held=max_held,
+        token_issued_at=token_issued_at,
+    )

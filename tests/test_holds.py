@@ -15,10 +15,9 @@ from sqlalchemy import update
 
 from boxoffice.accounts.models import User
 from boxoffice.booking import holds_postgres
-from boxoffice.booking.verdicts import HoldRequest
 from boxoffice.core.clock import utcnow
 from boxoffice.scheduling.models import Showtime
-from tests.booking_helpers import hold, seat_statuses, seed_showtime
+from tests.booking_helpers import hold, hold_request, seat_statuses, seed_showtime
 from tests.helpers import make_user
 
 
@@ -307,19 +306,7 @@ async def test_postgres_holds_and_releases_commit_without_waiting_for_the_disk(
     show = await seed_showtime(app)
     ann = await make_user(app)
     driver = app.state.db.driver
-    now = utcnow()
-    request = HoldRequest(
-        hold_id=uuid.uuid4(),
-        user_id=ann.id,
-        showtime_id=uuid.UUID(show.showtime_id),
-        labels=["A1"],
-        now=now,
-        expires=now + dt.timedelta(minutes=10),
-        closes_after=now,
-        need_verified=False,
-        max_held=0,
-        token_issued_at=None,
-    )
+    request = hold_request(ann.id, uuid.UUID(show.showtime_id), ["A1"])
     async with driver.transaction() as connection:
         held = await connection.fetchrow(
             holds_postgres._HOLD_SQL, *holds_postgres._hold_params(request)

@@ -23,9 +23,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from boxoffice.booking import holds_postgres
-from boxoffice.booking.verdicts import HoldRequest
 from boxoffice.scheduling import seat_map
-from tests.booking_helpers import hold, seed_showtime
+from tests.booking_helpers import hold, hold_request, seed_showtime
 from tests.helpers import make_user
 
 UNKNOWN_HOLDS = 20_000
@@ -99,18 +98,7 @@ async def test_hold_release_and_seat_map_read_holds_by_key_on_stale_statistics(
             "hold": (
                 holds_postgres._HOLD_SQL,
                 holds_postgres._hold_params(
-                    HoldRequest(
-                        hold_id=uuid.uuid4(),
-                        user_id=customer.id,
-                        showtime_id=showtime_id,
-                        labels=labels,
-                        now=now,
-                        expires=now + dt.timedelta(minutes=10),
-                        closes_after=now,
-                        need_verified=False,
-                        max_held=20,
-                        token_issued_at=now,
-                    )
+                    hold_request(customer.id, showtime_id, labels, max_held=20, token_issued_at=now)
                 ),
             ),
             "release": (holds_postgres._RELEASE_SQL, (customer.id, hold_id, now)),

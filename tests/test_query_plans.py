@@ -102,7 +102,7 @@ async def test_hold_release_and_seat_map_read_holds_by_key_on_stale_statistics(
                 ),
             ),
             "release": (holds_postgres._RELEASE_SQL, (customer.id, hold_id, now)),
-            "seat map": (seat_map._HEAD_AND_STATES_SQL, (showtime_id, customer.id, now)),
+            "seat map": (seat_map._HEAD_AND_STATES_SQL, (showtime_id, customer.id, now, now)),
         }
         found: dict[str, list[str]] = {}
         try:

@@ -142,8 +142,7 @@ async def test_seat_map_of_unknown_showtime(client: httpx.AsyncClient) -> None:
 async def test_seat_map_refuses_a_bad_token_instead_of_answering_anonymously(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    # The route reads the account itself, only when a token comes (an anonymous map opens no
-    # session): a token that is not valid, or whose account is gone, is still refused.
+    # An anonymous map reads no account; a token that comes must be valid.
     venue = await seed_venue(app, rows=2, seats_per_row=2)
     showtime_id = await make_showtime(client, app, venue)
     url = f"/api/showtimes/{showtime_id}/seats"
@@ -154,13 +153,40 @@ async def test_seat_map_refuses_a_bad_token_instead_of_answering_anonymously(
     assert forged.status_code == 401
     assert forged.headers["content-type"].startswith("application/problem+json")
     assert forged.json()["code"] == "invalid_token"
-
-    async with app.state.db.session() as session:
-        await session.execute(update(User).where(User.id == customer.id).values(is_active=False))
-    gone = await client.get(url, headers=customer.headers)
-    assert gone.status_code == 401
-    assert gone.json()["code"] == "invalid_token"
     assert (await client.get(url)).status_code == 200
+
+
+@pytest.mark.parametrize("change", ["is_active", "password_changed_at", "sessions_revoked_at"])
+async def test_seat_map_refuses_a_closed_account_or_stale_token(
+    client: httpx.AsyncClient, app: FastAPI, change: str
+) -> None:
+    """The map checks a signed-in caller's account itself (in its one statement on
+    PostgreSQL): a deactivated account, or a token issued before a password change or a "sign
+    out everywhere", gets 401 as on every signed-in route, before the showtime is looked
+    for. A password change or sign-out before the token was issued refuses nothing."""
+    venue = await seed_venue(app, rows=2, seats_per_row=2)
+    showtime_id = await make_showtime(client, app, venue)
+    url = f"/api/showtimes/{showtime_id}/seats"
+    customer = await make_user(app)
+    if change != "is_active":
+        earlier = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        async with app.state.db.session() as session:
+            await session.execute(
+                update(User).where(User.id == customer.id).values({change: earlier})
+            )
+        assert (await client.get(url, headers=customer.headers)).status_code == 200
+    value = False if change == "is_active" else dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    async with app.state.db.session() as session:
+        await session.execute(update(User).where(User.id == customer.id).values({change: value}))
+
+    refused = await client.get(url, headers=customer.headers)
+    assert (refused.status_code, refused.json()["code"]) == (401, "invalid_token")
+    unknown = await client.get(f"/api/showtimes/{uuid.uuid4()}/seats", headers=customer.headers)
+    assert (unknown.status_code, unknown.json()["code"]) == (401, "invalid_token")
+    assert (await client.get(url)).status_code == 200
+    # Another customer's fresh token still reads the map as themselves.
+    other = await make_user(app)
+    assert (await client.get(url, headers=other.headers)).status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from tests.conftest import settle_jobs
 from tests.helpers import make_user
 
 # Budgets per backend: (seat map anonymous, seat map signed in, hold, release, booking,
-# payment confirmation, ticket list). PostgreSQL runs the seat map, hold and release as one
-# statement each, and the owner's ticket list too (the account checked inside it); elsewhere
-# the ticket list reads the caller, then the booking with its tickets.
+# payment confirmation, ticket list). PostgreSQL runs the seat map (signed in or not), hold
+# and release as one statement each, and the owner's ticket list too (the account checked
+# inside it); elsewhere the ticket list reads the caller, then the booking with its tickets,
+# and a signed-in seat map reads the caller before the map.
 # Booking and confirmation each write an audit entry of the money movement (one INSERT; on
 # PostgreSQL within the booking's and the payment success's statements). A booking reads its
 # hold (locked) with the showtime, theater, seats still held and the customer's loyalty
@@ -45,7 +46,7 @@ from tests.helpers import make_user
 BUDGETS: dict[str, dict[str, int]] = {
     "postgresql": {
         "seat map": 1,
-        "seat map, signed in": 2,
+        "seat map, signed in": 1,
         "hold": 1,
         "release": 1,
         "booking": 4,
@@ -56,7 +57,7 @@ BUDGETS: dict[str, dict[str, int]] = {
     # two reads, run on the plain sqlite3 connection (microseconds each, no driver thread).
     "sqlite": {
         "seat map": 2,
-        "seat map, signed in": 4,
+        "seat map, signed in": 3,
         "hold": 7,
         "release": 5,
         "booking": 10,

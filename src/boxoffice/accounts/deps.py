@@ -35,9 +35,13 @@ def _claims(request: Request, credentials: HTTPAuthorizationCredentials) -> Acce
     return claims
 
 
-# The bearer credentials, if any, unchecked: for a handler that reads the account only when
-# there is one (the seat map), with `optional_user`.
 OptionalCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _optional_claims(
+    request: Request, credentials: OptionalCredentials
+) -> AccessClaims | None:
+    return None if credentials is None else _claims(request, credentials)
 
 
 async def optional_user(
@@ -71,6 +75,9 @@ CurrentUser = Annotated[User, Depends(_current_user)]
 # Only the token's claims, no database read: for hot paths whose own statement checks that
 # the account is active (see booking.holds_postgres).
 TokenClaims = Annotated[AccessClaims, Depends(_access_claims)]
+# The same for a caller who may also be anonymous (None; a token that is sent must be valid):
+# the seat map, whose statement checks the account of a signed-in caller.
+OptionalClaims = Annotated[AccessClaims | None, Depends(_optional_claims)]
 
 
 async def permissions_of(request: Request, session: AsyncSession, role: str) -> frozenset[str]:

@@ -33,6 +33,7 @@ from boxoffice.audit import service as audit
 from boxoffice.audit.models import ActorKind
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
+from boxoffice.core.db import sqlite_time
 from boxoffice.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound
 from boxoffice.core.mail import Mailer
 from boxoffice.core.security import (
@@ -405,6 +406,19 @@ def token_is_current_sql(issued_at: str, users: str = "users") -> str:
         f"coalesce(greatest({users}.password_changed_at, {users}.sessions_revoked_at)"
         f" <= {issued_at}, true)"
     )
+
+
+# `token_is_current` in SQLite's dialect, for the statements on the plain sqlite3 connection
+# (booking.holds_sqlite, the seat map) on a `users` row: one `?`, the token's issue time as
+# the columns' text (`sqlite_issued_at`), NULL for a token without one.
+TOKEN_IS_CURRENT_SQLITE = (
+    "coalesce(max(coalesce(password_changed_at, ''), coalesce(sessions_revoked_at, '')) <= ?, 1)"
+)
+
+
+def sqlite_issued_at(issued_at: dt.datetime | None) -> str | None:
+    """The parameter of `TOKEN_IS_CURRENT_SQLITE`."""
+    return None if issued_at is None else sqlite_time(issued_at)
 
 
 async def logout(session: AsyncSession, refresh_token: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
+from boxoffice.accounts.service import TOKEN_IS_CURRENT_SQLITE, sqlite_issued_at
 from boxoffice.booking.verdicts import STAFF_ROLES, HoldRequest, HoldVerdict, ReleaseVerdict
 from boxoffice.core.db import sqlite_time
 
@@ -50,18 +51,6 @@ def _transaction(
     return verdict
 
 
-# The account is the caller's while it is active and the token was issued no earlier than its
-# last password change or "sign out everywhere" (accounts.service.token_is_current): one
-# parameter, the token's issue time as the columns' text, NULL for a token without one.
-_TOKEN_CURRENT = (
-    "coalesce(max(coalesce(password_changed_at, ''), coalesce(sessions_revoked_at, '')) <= ?, 1)"
-)
-
-
-def _issued(token_issued_at: dt.datetime | None) -> str | None:
-    return None if token_issued_at is None else sqlite_time(token_issued_at)
-
-
 def hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     return _transaction(conn, lambda: _hold(conn, request), lambda verdict: verdict.done)
 
@@ -73,9 +62,9 @@ def _hold(conn: sqlite3.Connection, request: HoldRequest) -> HoldVerdict:
     verified, role, status, start_time, screen_id = conn.execute(
         "SELECT u.verified, u.role, st.status, st.start_time, st.screen_id FROM (SELECT 1)"
         " LEFT JOIN (SELECT email_verified_at IS NOT NULL AS verified, role FROM users"
-        f" WHERE id = ? AND is_active AND {_TOKEN_CURRENT}) u"
+        f" WHERE id = ? AND is_active AND {TOKEN_IS_CURRENT_SQLITE}) u"
         " LEFT JOIN showtimes st ON st.id = ?",
-        (user, _issued(request.token_issued_at), show),
+        (user, sqlite_issued_at(request.token_issued_at), show),
     ).fetchone()
     # The cap needs no lock here: the write turn lets one writer in at a time.
     limited = request.max_held > 0 and role is not None and role not in STAFF_ROLES
@@ -165,7 +154,7 @@ def release(
 ) -> ReleaseVerdict:
     return _transaction(
         conn,
-        lambda: _release(conn, hold_id.hex, user_id.hex, _issued(token_issued_at)),
+        lambda: _release(conn, hold_id.hex, user_id.hex, sqlite_issued_at(token_issued_at)),
         lambda verdict: verdict.released,
     )
 
@@ -175,9 +164,9 @@ def _release(
 ) -> ReleaseVerdict:
     # One row even without such a hold: the account is judged first, as on the generic path.
     status, mine, show, active = conn.execute(
-        "SELECT h.status, h.user_id = ?, h.showtime_id, c.active FROM (SELECT"
-        f" EXISTS (SELECT 1 FROM users WHERE id = ? AND is_active AND {_TOKEN_CURRENT}) AS active)"
-        " c LEFT JOIN holds h ON h.id = ?",
+        "SELECT h.status, h.user_id = ?, h.showtime_id, c.active FROM (SELECT EXISTS"
+        f" (SELECT 1 FROM users WHERE id = ? AND is_active AND {TOKEN_IS_CURRENT_SQLITE})"
+        " AS active) c LEFT JOIN holds h ON h.id = ?",
         (user, user, issued, hold_hex),
     ).fetchone()
     released = bool(mine and active and status == "active")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from boxoffice.accounts.deps import OptionalCredentials, optional_user, require
+from boxoffice.accounts.deps import OptionalClaims, require
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
 from boxoffice.core.db import SessionDep, get_database
@@ -65,22 +65,17 @@ async def get_showtime(session: SessionDep, showtime_id: uuid.UUID) -> ShowtimeO
 async def get_seat_map(
     request: Request,
     showtime_id: uuid.UUID,
-    credentials: OptionalCredentials,
+    claims: OptionalClaims,
 ) -> Response:
     """The seat map: every sellable seat by row with its state and price (pricing rules
     applied); with a token, the caller's own held seats say `heldByYou`."""
-    # The hottest read of an onsale: an anonymous map opens no session (the renderer reads
-    # the states in one statement on the hot pool); a signed-in one reads the account first.
-    database = get_database(request)
-    user: User | None = None
-    if credentials is not None:
-        async with database.session(write=False) as session:
-            user = await optional_user(request, session, credentials)
+    # The hottest read of an onsale, signed in or not: no session (the renderer checks a
+    # caller's account with the states, in one statement on the hot pool on PostgreSQL).
     renderer: SeatMapRenderer = request.app.state.seat_maps
     body = await renderer.render(
-        database,
+        get_database(request),
         showtime_id,
-        user.id if user is not None else None,
+        claims,
         price_cache_seconds=request.app.state.settings.price_cache_seconds,
     )
     return Response(body, media_type="application/json")

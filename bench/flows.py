@@ -221,6 +221,10 @@ async def rush(
     (from the seat map it last read), booking and paying what it got, until nothing is left."""
     recorder = Recorder()
     hold_latencies: list[float] = []
+    hold_starts: list[float] = []  # when each hold was sent: is the tail the first burst?
+    # Per customer, from the rush's start to their first hold's answer (map read included):
+    # how long the first burst waits, wherever it queues.
+    first_answers: list[float] = []
     rng = random.Random(seed)
     deadline = time.perf_counter() + seconds
     sold = 0
@@ -240,6 +244,7 @@ async def rush(
 
     async def customer(session: aiohttp.ClientSession, token: str) -> None:
         nonlocal sold
+        first = True
         free = await free_seats(session, token)
         while not sold_out.is_set() and time.perf_counter() < deadline:
             if not free:
@@ -257,6 +262,10 @@ async def rush(
                 {"showtimeId": showtime, "seatNumbers": wanted},
             )
             hold_latencies.append(time.perf_counter() - started)
+            hold_starts.append(started)
+            if first:
+                first_answers.append(time.perf_counter() - rush_started)
+                first = False
             if status == 409:
                 recorder.count("conflicts")
                 free = await free_seats(session, token)
@@ -271,10 +280,11 @@ async def rush(
             ):
                 sold += len(wanted)
 
-    started = time.perf_counter()
+    rush_started = time.perf_counter()
     async with aiohttp.ClientSession(connector=_connector(clients)) as session:
         await asyncio.gather(*(customer(session, token) for _, token in customers[:clients]))
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - rush_started
+    slowest = sorted(zip(hold_latencies, hold_starts, strict=True), reverse=True)[:5]
     return FlowResult(
         elapsed,
         sold,
@@ -283,6 +293,13 @@ async def rush(
             "hold_p50_ms": round(percentile(hold_latencies, 50) * 1000, 2),
             "hold_p99_ms": round(percentile(hold_latencies, 99) * 1000, 2),
             "hold_attempts": len(hold_latencies),
+            # The five slowest holds: [sent at, latency] in ms from the rush's start.
+            "hold_slowest_ms": [
+                [round((at - rush_started) * 1000), round(latency * 1000, 1)]
+                for latency, at in slowest
+            ],
+            "first_hold_answered_p50_ms": round(percentile(first_answers, 50) * 1000, 1),
+            "first_hold_answered_max_ms": round(max(first_answers, default=0) * 1000, 1),
             "sold_out": sold_out.is_set(),
         },
     )

@@ -528,6 +528,12 @@ async def run_backend(
             row = flow_row(backend, "d rush", result)
             row.p50_ms, row.p99_ms = result.extra["hold_p50_ms"], result.extra["hold_p99_ms"]
             row.detail.update(await double_sales(database))
+            print(
+                f"  rush's slowest holds [sent at, took] ms: {result.extra['hold_slowest_ms']};"
+                " first hold answered (map included) p50/max ms:"
+                f" {result.extra['first_hold_answered_p50_ms']}"
+                f"/{result.extra['first_hold_answered_max_ms']}"
+            )
             row.ceiling = "4-step flow (req/s)"
             row.ratio = (
                 row.detail["requests_per_second"] / flow_ceiling.detail["requests_per_second"]

@@ -121,6 +121,8 @@ async def test_minimal_movie_gets_empty_defaults(client: httpx.AsyncClient, admi
         "averageRating": None,
         "reviewCount": 0,
     }
+    listed = (await client.get("/api/movies")).json()["movies"]
+    assert [(m["title"], m["genres"], m["cast"]) for m in listed] == [("Short", [], [])]
 
 
 async def test_status_defaults_from_the_release_date(

@@ -12,7 +12,7 @@
   sqlite3 (one short write transaction, since SQLite has no data-modifying CTE, run on the
   event loop inside the write turn).
 
-Started by `bench/run.py` as `uvicorn bench.ceilings:create_bench_app --factory --workers 2`.
+Started by `bench/run.py` as `boxoffice serve --app bench.ceilings:create_bench_app --workers 2`.
 """
 
 from __future__ import annotations

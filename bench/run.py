@@ -188,7 +188,8 @@ def lower_group_priority(pid: int, nice: int) -> None:
 
 
 class Server:
-    """`uvicorn bench.ceilings:create_bench_app --workers 2` with production settings, and
+    """`boxoffice serve --workers 2` (uvicorn, a listening socket per worker) of
+    `bench.ceilings:create_bench_app` with production settings, and
     with `redis_url` a `boxoffice worker` at nice 10 running the jobs queued there."""
 
     def __init__(self, url: str, log: Path, redis_url: str | None = None) -> None:
@@ -235,18 +236,14 @@ class Server:
         log = self.log.open("wb")
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "uvicorn",
+                str(Path(sys.executable).parent / "boxoffice"),
+                "serve",
+                "--app",
                 "bench.ceilings:create_bench_app",
-                "--factory",
                 "--workers",
                 "2",
                 "--port",
                 str(PORT),
-                "--no-access-log",
-                "--log-level",
-                "warning",
             ],
             cwd=ROOT,
             env=env,

@@ -8,7 +8,7 @@ import datetime as dt
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
@@ -16,6 +16,7 @@ from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.config import ConfigurationError, Settings, get_settings
+from boxoffice.core import serving
 from boxoffice.core.db import Database
 from boxoffice.core.errors import BoxofficeError
 from boxoffice.core.logging import configure_logging
@@ -56,25 +57,31 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
     reload: Annotated[bool, typer.Option(help="Reload on code changes (development).")] = False,
+    factory: Annotated[
+        str, typer.Option("--app", hidden=True, help="The app factory (the benchmark's).")
+    ] = "boxoffice.app:create_app",
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API. With several workers, each listens on a socket of its own (on
+    Linux), so that a burst of new connections is spread over them."""
     settings = get_settings()
     try:
         settings.signing_key()
     except ConfigurationError as exc:
         typer.echo(f"refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(
-        "boxoffice.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=None if reload else workers,
-        reload=reload,
-        access_log=False,  # the app logs every request with its request id
-        proxy_headers=True,
-        log_level=settings.log_level.lower(),
-    )
+    options: dict[str, Any] = {
+        "access_log": False,  # the app logs every request with its request id
+        "proxy_headers": True,
+        "log_level": settings.log_level.lower(),
+    }
+    if reload:
+        uvicorn.run(factory, factory=True, host=host, port=port, reload=True, **options)
+        return
+    try:
+        serving.serve(factory, host=host, port=port, workers=workers, **options)
+    except serving.AddressInUse as exc:
+        typer.echo(f"refusing to start: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

@@ -236,7 +236,9 @@ class Server:
         log = self.log.open("wb")
         self.process = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "boxoffice"),
+                sys.executable,
+                "-m",  # the working directory on the path: the bench package is found
+                "boxoffice.cli",
                 "serve",
                 "--app",
                 "bench.ceilings:create_bench_app",

@@ -36,7 +36,8 @@ class AddressInUse(RuntimeError):
 def serve(app: str, *, host: str, port: int, workers: int, **options: Any) -> None:
     """`uvicorn.run(app, factory=True, ...)`, with a listening socket per worker when there
     are several and the kernel balances SO_REUSEPORT groups (Linux)."""
-    if workers < 2 or not balances_connections():
+    # Port 0 (any free port) must be one port for all workers: only a shared socket has it.
+    if workers < 2 or port == 0 or not balances_connections():
         uvicorn.run(app, factory=True, host=host, port=port, workers=workers, **options)
         return
     config = uvicorn.Config(app, factory=True, host=host, port=port, workers=workers, **options)

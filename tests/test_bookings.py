@@ -22,6 +22,7 @@ from boxoffice.scheduling.models import ShowtimeSeat
 from boxoffice.venues.models import Seat
 from tests.booking_helpers import (
     DECLINE_CARD,
+    SUCCESS_CARD,
     book,
     book_and_pay,
     book_hold,
@@ -391,7 +392,9 @@ async def test_a_closed_account_or_stale_token_neither_books_nor_pays(
     make_client: MakeClient, app: FastAPI, change: str
 ) -> None:
     """Book and pay refuse a deactivated account and tokens from before a password change or
-    a "sign out everywhere" (401), and change nothing. With verified addresses required, an
+    a "sign out everywhere" (401), and change nothing: also for a hold or an intent that does
+    not exist (the account is judged first, with the hold or payment where it is read along)
+    and for a repeat of a kept answer (Idempotency-Key). With verified addresses required, an
     address that is no longer verified may not book (403) but may still pay what it booked."""
     client = await make_client(require_verified_email=True)
     show = await seed_showtime(app)
@@ -399,6 +402,19 @@ async def test_a_closed_account_or_stale_token_neither_books_nor_pays(
     booked = await book(client, ann.headers, show.showtime_id, "A1")
     held = await hold(client, ann.headers, show.showtime_id, "A2")
     assert held.status_code == 201, held.text
+    kept = await hold(client, ann.headers, show.showtime_id, "A3")
+    kept_token = kept.json()["lockToken"]
+    keyed = await book_hold(client, ann.headers, show.showtime_id, kept_token, "A3", key="once")
+    assert keyed.status_code == 201, keyed.text
+
+    async def pay_once(intent_id: str) -> httpx.Response:
+        return await client.post(
+            "/api/payments/local/confirm",
+            json={"paymentIntentId": intent_id, "card": SUCCESS_CARD},
+            headers={**ann.headers, "Idempotency-Key": "paid-once"},
+        )
+
+    assert (await pay_once(keyed.json()["paymentIntentId"])).status_code == 200
     later = utcnow() + dt.timedelta(minutes=1)
     value = {"is_active": False, "email_verified_at": None}.get(change, later)
     async with app.state.db.session() as session:
@@ -406,17 +422,25 @@ async def test_a_closed_account_or_stale_token_neither_books_nor_pays(
 
     booking = await book_hold(client, ann.headers, show.showtime_id, held.json()["lockToken"], "A2")
     paid = await pay(client, ann.headers, booked["paymentIntentId"])
+    no_hold = await book_hold(client, ann.headers, show.showtime_id, str(uuid.uuid4()), "A4")
+    no_intent = await pay(client, ann.headers, "pi_local_no_such_intent")
+    book_again = await book_hold(
+        client, ann.headers, show.showtime_id, kept_token, "A3", key="once"
+    )
+    pay_again = await pay_once(keyed.json()["paymentIntentId"])
     if change == "email_verified_at":
-        assert (booking.status_code, booking.json()["code"]) == (403, "email_not_verified")
-        assert paid.status_code == 200, paid.text
+        for refused in (booking, no_hold, book_again):
+            assert (refused.status_code, refused.json()["code"]) == (403, "email_not_verified")
+        assert (paid.status_code, pay_again.status_code) == (200, 200), paid.text
+        assert no_intent.status_code == 404, no_intent.text
         return
-    for refused in (booking, paid):
+    for refused in (booking, paid, no_hold, no_intent, book_again, pay_again):
         assert refused.status_code == 401, refused.text
         assert refused.json()["code"] == "invalid_token"
     async with app.state.db.session() as session:
         statuses = (await session.scalars(select(Payment.status))).all()
         bookings = (await session.scalar(select(func.count()).select_from(Booking))) or 0
-    assert (list(statuses), bookings) == (["pending"], 1)
+    assert (sorted(statuses), bookings) == (["pending", "succeeded"], 2)
 
 
 async def test_a_declined_card_leaves_the_booking_pending_to_pay_again(

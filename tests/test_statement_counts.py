@@ -29,9 +29,10 @@ from tests.helpers import make_user
 # and a signed-in seat map reads the caller before the map.
 # Booking and confirmation each write an audit entry of the money movement (one INSERT; on
 # PostgreSQL within the booking's and the payment success's statements). A booking reads its
-# hold (locked) with the showtime, theater, seats still held and the customer's loyalty
-# standing (the tier discount) in one SELECT (MariaDB: four), and the showtime's pricing rules
-# (one SELECT, the seat prices it freezes).
+# hold (locked) with the showtime, theater, seats still held, the caller's account and loyalty
+# standing (the tier discount) in one SELECT (MariaDB: five), and the showtime's pricing rules
+# (one SELECT, the seat prices it freezes). A confirmation reads the caller's account with the
+# payment and booking it locks (MariaDB: a SELECT of its own).
 # Confirmation issues the invoice: 1 SELECT in its transaction (on PostgreSQL part of the
 # confirmation's statement); after the commit, in a unit of work of its own, the counter and
 # the invoice (PostgreSQL: one statement in autocommit; SQLite: BEGIN, the counter upsert,
@@ -49,8 +50,8 @@ BUDGETS: dict[str, dict[str, int]] = {
         "seat map, signed in": 1,
         "hold": 1,
         "release": 1,
-        "booking": 4,
-        "confirmation": 6,
+        "booking": 3,
+        "confirmation": 5,
         "ticket list": 1,
     },
     # SQLite counts its BEGIN and COMMIT as statements; hold and release, and the seat map's
@@ -60,8 +61,8 @@ BUDGETS: dict[str, dict[str, int]] = {
         "seat map, signed in": 3,
         "hold": 7,
         "release": 5,
-        "booking": 10,
-        "confirmation": 18,
+        "booking": 9,
+        "confirmation": 17,
         "ticket list": 3,
     },
     "mysql": {

@@ -755,8 +755,14 @@ async def active_user(session: AsyncSession, user_id: uuid.UUID) -> User:
 async def signed_in_user(session: AsyncSession, claims: AccessClaims) -> User:
     """The account behind verified claims: 401 if it is gone, inactive, or the token is from
     before a password change or a "sign out everywhere"."""
-    user = await active_user(session, claims.user_id)
-    if not token_is_current(user, claims):
+    return signed_in(await session.scalar(_USER_BY_ID, {"the_user": claims.user_id}), claims)
+
+
+def signed_in(user: User | None, claims: AccessClaims) -> User:
+    """`signed_in_user`'s verdict on the account of `claims.user_id` (None: no such account),
+    for statements that read it along with what the request needs (booking.service,
+    payments.service): 401 unless it exists, is active and the token is current."""
+    if user is None or not user.is_active or not token_is_current(user, claims):
         raise invalid_token()
     return user
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from boxoffice.accounts.deps import CurrentUser, TokenClaims, has_permission
 from boxoffice.accounts.models import User
 from boxoffice.accounts.permissions import Permission
-from boxoffice.accounts.service import check_may_book
+from boxoffice.accounts.service import check_may_book, signed_in_user
 from boxoffice.booking import holds, service
 from boxoffice.booking.exceptions import BookingNotCancellable, BookingNotFound
 from boxoffice.booking.models import BookingStatus, Hold
@@ -137,13 +137,18 @@ async def release_lock(lock_token: uuid.UUID, request: Request, claims: TokenCla
 async def create_booking(
     body: BookingIn,
     request: Request,
-    user: Booker,
+    claims: TokenClaims,
     session: SessionDep,
     idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
+    settings = request.app.state.settings
+    if idempotency_key is not None:  # a kept answer goes to a current account only
+        check_may_book(await signed_in_user(session, claims), settings)
+
     async def run() -> BookingCreatedOut:
+        # The service judges the caller's account (read with the hold).
         view, payment = await service.create_booking(
-            session, request.app.state.settings, PaymentContext.of(request.app), user, body
+            session, settings, PaymentContext.of(request.app), claims, body
         )
         return BookingCreatedOut(
             booking=booking_out(view),
@@ -154,7 +159,7 @@ async def create_booking(
 
     return await idempotency.run_once(
         session,
-        user_id=user.id,
+        user_id=claims.user_id,
         key=idempotency_key,
         scope="POST /api/bookings",
         body=body,

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from boxoffice.accounts.models import User
+from boxoffice.accounts.service import check_may_book, signed_in, signed_in_user
 from boxoffice.audit.models import AuditEntry
 from boxoffice.booking import checkout
 from boxoffice.booking.exceptions import (
@@ -55,6 +56,7 @@ from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import RowInsert, adopt
 from boxoffice.core.errors import retry_on_duplicate
+from boxoffice.core.security import AccessClaims
 from boxoffice.documents import service as documents
 from boxoffice.loyalty import service as loyalty
 from boxoffice.notifications import service as notifications
@@ -241,8 +243,9 @@ _HELD_SEATS = (
     .where(_HELD)
 )
 # All three in one round trip, a row per held seat (one without a seat when none is held any
-# more), locking the hold's row only (FOR UPDATE OF), with the caller's loyalty standing read
-# along (loyalty.BALANCE, loyalty.EARNED_SINCE: the tier discount). MariaDB has no FOR UPDATE
+# more), locking the hold's row only (FOR UPDATE OF), with the caller's account (judged by
+# accounts.service.signed_in: a request session's read saved) and loyalty standing read along
+# (loyalty.BALANCE, loyalty.EARNED_SINCE: the tier discount). MariaDB has no FOR UPDATE
 # OF: there it would lock the showtime's and the theater's rows too, making every booking of a
 # theater wait for the one before, so it runs the three statements above (and loyalty's own).
 _LOCK_HOLD_WITH_SHOWTIME = (
@@ -250,6 +253,7 @@ _LOCK_HOLD_WITH_SHOWTIME = (
         Hold,
         Showtime,
         Theater,
+        User,
         Seat.id.label("seat_id"),
         Seat.label.label("seat_label"),
         Seat.seat_class,
@@ -258,6 +262,7 @@ _LOCK_HOLD_WITH_SHOWTIME = (
     )
     .join(Showtime, Showtime.id == Hold.showtime_id)
     .join(Theater, Theater.id == Showtime.theater_id)
+    .outerjoin(User, User.id == bindparam("the_user"))
     .outerjoin(ShowtimeSeat, _HELD)
     .outerjoin(Seat, Seat.id == ShowtimeSeat.seat_id)
     .where(Hold.id == bindparam("the_hold"))
@@ -316,14 +321,17 @@ async def create_booking(
     session: AsyncSession,
     settings: Settings,
     payment_ctx: payments.PaymentContext,
-    user: User,
+    caller: AccessClaims,
     data: BookingIn,
 ) -> tuple[BookingView, Payment | None]:
     """Turn the caller's live hold into a pending booking with frozen prices (seats, snacks,
     discounts: see booking/checkout.py) and an intent. A booking whose discounts pay all of it
-    is confirmed at once."""
+    is confirmed at once. The caller's account is judged first (401; 403 for an address that
+    must be verified), read with the hold."""
     now = utcnow()
-    read = await _lock_hold(session, data.lock_token, user.id, now)
+    read = await _lock_hold(session, data.lock_token, caller, now)
+    user = read.caller
+    check_may_book(user, settings)
     hold, showtime, theater, seats = read.hold, read.showtime, read.theater, read.seats
     if hold is None or hold.user_id != user.id:
         raise HoldNotFound("No such hold.")
@@ -465,6 +473,7 @@ class _HeldSeat:
 class _HoldRead:
     """What a booking reads of its hold (None for what does not exist)."""
 
+    caller: User  # signed in: accounts.service.signed_in
     hold: Hold | None = None
     showtime: Showtime | None = None
     theater: Theater | None = None
@@ -473,20 +482,27 @@ class _HoldRead:
 
 
 async def _lock_hold(
-    session: AsyncSession, hold_id: uuid.UUID, user_id: uuid.UUID, now: dt.datetime
+    session: AsyncSession, hold_id: uuid.UUID, caller: AccessClaims, now: dt.datetime
 ) -> _HoldRead:
-    """The hold, locked, with its showtime and theater and its seats still held by it at
-    `now`; on PostgreSQL and SQLite the loyalty standing of `user_id` too."""
+    """The caller's signed-in account (401 otherwise, before anything about the hold), the
+    hold, locked, with its showtime and theater and its seats still held by it at `now`; on
+    PostgreSQL and SQLite the caller's loyalty standing too."""
     if session.get_bind().dialect.name != "mysql":
-        params = {"the_hold": hold_id, "now": now, **loyalty.standing_params(user_id)}
+        params = {
+            "the_hold": hold_id,
+            "the_user": caller.user_id,
+            "now": now,
+            **loyalty.standing_params(caller.user_id),
+        }
         rows = (await session.execute(_LOCK_HOLD_WITH_SHOWTIME, params)).all()
-        if not rows:
-            return _HoldRead()
+        if not rows:  # no such hold: the account still decides between 401 and 404
+            return _HoldRead(await signed_in_user(session, caller))
         first = rows[0]
         return _HoldRead(
-            first[0],
-            first[1],
-            first[2],
+            signed_in(first.User, caller),
+            first.Hold,
+            first.Showtime,
+            first.Theater,
             [
                 _HeldSeat(r.seat_id, r.seat_label, r.seat_class)
                 for r in rows
@@ -494,16 +510,17 @@ async def _lock_hold(
             ],
             loyalty.account_from(first.points_balance, first.points_earned),
         )
+    user = await signed_in_user(session, caller)
     hold = await session.scalar(_LOCK_HOLD, {"the_hold": hold_id})
     if hold is None:
-        return _HoldRead()
+        return _HoldRead(user)
     head = (
         await session.execute(_SHOWTIME_AND_THEATER, {"the_showtime": hold.showtime_id})
     ).first()
     if head is None:
-        return _HoldRead(hold)
+        return _HoldRead(user, hold)
     held = await session.execute(_HELD_SEATS, {"the_hold": hold.id, "now": now})
-    return _HoldRead(hold, head[0], head[1], [_HeldSeat(*row) for row in held])
+    return _HoldRead(user, hold, head[0], head[1], [_HeldSeat(*row) for row in held])
 
 
 async def _confirm_free_booking(

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from boxoffice.accounts.deps import CurrentUser, has_permission
+from boxoffice.accounts.deps import CurrentUser, TokenClaims, has_permission
 from boxoffice.accounts.permissions import Permission
+from boxoffice.accounts.service import signed_in_user
 from boxoffice.booking.refunds import refund_booking
 from boxoffice.core import idempotency
 from boxoffice.core.db import SessionDep
@@ -90,17 +91,20 @@ async def create_intent(
 )
 async def confirm_local(
     body: LocalConfirmIn,
-    user: CurrentUser,
+    claims: TokenClaims,
     session: SessionDep,
     ctx: PaymentCtx,
     idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
+    if idempotency_key is not None:  # a kept answer goes to a current account only
+        await signed_in_user(session, claims)
+
     async def run() -> ConfirmationOut:
-        done = await service.confirm_payment(
+        done = await service.confirm_payment(  # judges the caller's account, read along
             session,
             ctx,
             provider_name=LOCAL,
-            user_id=user.id,
+            caller=claims,
             provider_ref=body.payment_intent_id,
             card=body.card,
         )
@@ -113,7 +117,7 @@ async def confirm_local(
 
     return await idempotency.run_once(
         session,
-        user_id=user.id,
+        user_id=claims.user_id,
         key=idempotency_key,
         scope="POST /api/payments/local/confirm",
         body=body,
@@ -133,17 +137,20 @@ async def confirm_local(
 )
 async def capture_paypal(
     body: PayPalCaptureIn,
-    user: CurrentUser,
+    claims: TokenClaims,
     session: SessionDep,
     ctx: PaymentCtx,
     idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Any:
+    if idempotency_key is not None:  # a kept answer goes to a current account only
+        await signed_in_user(session, claims)
+
     async def run() -> ConfirmationOut:
-        done = await service.confirm_payment(
+        done = await service.confirm_payment(  # judges the caller's account, read along
             session,
             ctx,
             provider_name="paypal",
-            user_id=user.id,
+            caller=claims,
             provider_ref=body.payment_intent_id,
         )
         return ConfirmationOut(
@@ -155,7 +162,7 @@ async def capture_paypal(
 
     return await idempotency.run_once(
         session,
-        user_id=user.id,
+        user_id=claims.user_id,
         key=idempotency_key,
         scope="POST /api/payments/paypal/capture",
         body=body,

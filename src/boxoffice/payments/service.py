@@ -33,6 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from boxoffice.accounts.models import User
+from boxoffice.accounts.service import signed_in, signed_in_user
 from boxoffice.audit import service as audit
 from boxoffice.audit.models import ActorKind, AuditEntry
 from boxoffice.booking.models import Booking, BookingStatus
@@ -40,6 +42,7 @@ from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import RowInsert
 from boxoffice.core.errors import BoxofficeError
+from boxoffice.core.security import AccessClaims
 from boxoffice.notifications import service as notifications
 from boxoffice.payments.exceptions import (
     BookingExpired,
@@ -205,6 +208,17 @@ _LOCK_BOOKING_AND_PAYMENT_BY_REF = (
     .join(Payment, Payment.booking_id == Booking.id)
     .where(*_BY_REF)
     .with_for_update()
+    .execution_options(populate_existing=True)
+)
+# The same for a customer confirming their payment, with their account read along (judged by
+# accounts.service.signed_in: a request session's read saved); only the booking and the
+# payment locked, in that order as above.
+_LOCK_BOOKING_AND_PAYMENT_BY_REF_FOR = (
+    select(Booking, Payment, User)
+    .join(Payment, Payment.booking_id == Booking.id)
+    .outerjoin(User, User.id == bindparam("the_user"))
+    .where(*_BY_REF)
+    .with_for_update(of=(Booking, Payment))
     .execution_options(populate_existing=True)
 )
 _LOCK_PAYMENT = (
@@ -698,25 +712,40 @@ async def succeeded_payment(session: AsyncSession, booking_id: uuid.UUID) -> Pay
 
 
 async def lock_by_ref(
-    session: AsyncSession, provider_name: str, provider_ref: str
+    session: AsyncSession,
+    provider_name: str,
+    provider_ref: str,
+    caller: AccessClaims | None = None,
 ) -> Payment | None:
     """The payment of a provider intent, locked after its booking row. Whatever changes a
     booking and its payment (refunds, cancellation, the expiry job) locks the booking first;
     locking the payment first, a payment arriving as its booking expires deadlocked with the
-    expiry job."""
-    by_ref = {"the_provider": provider_name, "the_ref": provider_ref}
-    if session.get_bind().dialect.name != "mysql":
+    expiry job. With `caller`, their account is judged first (401: accounts.service.signed_in),
+    whether or not there is such a payment."""
+    by_ref: dict[str, Any] = {"the_provider": provider_name, "the_ref": provider_ref}
+    if session.get_bind().dialect.name == "mysql":
+        if caller is not None:
+            await signed_in_user(session, caller)
+        # One statement finds and locks the booking (and loads it for the caller).
+        booking = await session.scalar(_LOCK_BOOKING_BY_REF, by_ref)
+        if booking is None:
+            return None
+        _pin(session, booking)
+        return await session.scalar(_LOCK_PAYMENT_BY_REF, by_ref)
+    if caller is None:
         row = (await session.execute(_LOCK_BOOKING_AND_PAYMENT_BY_REF, by_ref)).first()
         if row is None:
             return None
         _pin(session, row[0])
         return row[1]
-    # One statement finds and locks the booking (and loads it for the caller).
-    booking = await session.scalar(_LOCK_BOOKING_BY_REF, by_ref)
-    if booking is None:
+    by_ref["the_user"] = caller.user_id
+    read = (await session.execute(_LOCK_BOOKING_AND_PAYMENT_BY_REF_FOR, by_ref)).first()
+    if read is None:  # no such payment: the account still decides between 401 and 404
+        await signed_in_user(session, caller)
         return None
-    _pin(session, booking)
-    return await session.scalar(_LOCK_PAYMENT_BY_REF, by_ref)
+    signed_in(read[2], caller)
+    _pin(session, read[0])
+    return read[1]
 
 
 def _pin(session: AsyncSession, booking: Booking) -> None:
@@ -764,7 +793,7 @@ async def confirm_payment(
     ctx: PaymentContext,
     *,
     provider_name: str,
-    user_id: uuid.UUID,
+    caller: AccessClaims,
     provider_ref: str,
     card: str | None = None,
 ) -> Confirmation:
@@ -772,9 +801,11 @@ async def confirm_payment(
     from PayPal's approval page. 402 on a decline (the intent stays pending), 409
     `payment_not_approved` before the customer approved it; on success the booking is
     confirmed through the same path a webhook takes. Confirming a payment that already
-    succeeded answers its state again without charging."""
+    succeeded answers its state again without charging. The caller's account is judged
+    first (401), read with the payment."""
+    user_id = caller.user_id
     provider = ctx.provider(provider_name)
-    payment = await lock_by_ref(session, provider.name, provider_ref)
+    payment = await lock_by_ref(session, provider.name, provider_ref, caller)
     # Loaded (and locked) by lock_by_ref: no query here.
     booking = await session.get(Booking, payment.booking_id) if payment is not None else None
     if payment is None or booking is None or booking.user_id != user_id:

@@ -547,6 +547,11 @@ async def run_backend(
                 await flows.purchases(BASE, purchase_slots, clients=32, seconds=seconds),
             )
             row.ceiling, row.ratio = "4-step flow", row.per_second / flow_ceiling.per_second
+            print(
+                "  the client's CPU a request (ms): purchases"
+                f" {row.detail['client_cpu_ms_per_request']}, constant 4-step flow"
+                f" {flow_ceiling.detail['client_cpu_ms_per_request']}"
+            )
             row.detail.update(await double_sales(database))
             row.detail.update(jobs_after(server))
             rows.append(row)

@@ -488,12 +488,8 @@ async def _lock_hold(
     hold, locked, with its showtime and theater and its seats still held by it at `now`; on
     PostgreSQL and SQLite the caller's loyalty standing too."""
     if session.get_bind().dialect.name != "mysql":
-        params = {
-            "the_hold": hold_id,
-            "the_user": caller.user_id,
-            "now": now,
-            **loyalty.standing_params(caller.user_id),
-        }
+        # standing_params binds the_user, the caller: the account's join uses it too.
+        params = {"the_hold": hold_id, "now": now, **loyalty.standing_params(caller.user_id)}
         rows = (await session.execute(_LOCK_HOLD_WITH_SHOWTIME, params)).all()
         if not rows:  # no such hold: the account still decides between 401 and 404
             return _HoldRead(await signed_in_user(session, caller))

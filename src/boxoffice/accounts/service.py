@@ -744,14 +744,6 @@ def invalid_token() -> NotAuthenticated:
 _USER_BY_ID = select(User).where(User.id == bindparam("the_user"))
 
 
-async def active_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    """The account behind a valid token, if it still exists and is active (401 otherwise)."""
-    user = await session.scalar(_USER_BY_ID, {"the_user": user_id})
-    if user is None or not user.is_active:
-        raise invalid_token()
-    return user
-
-
 async def signed_in_user(session: AsyncSession, claims: AccessClaims) -> User:
     """The account behind verified claims: 401 if it is gone, inactive, or the token is from
     before a password change or a "sign out everywhere"."""

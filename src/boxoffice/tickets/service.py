@@ -171,10 +171,10 @@ class ListedTicket:
 
 
 # PostgreSQL: the owner's list in one statement on the hot pool (core.pgdriver), no session and
-# no read of the account: the statement checks it the way `active_user` and
-# `token_is_current` do (active; the token issued at or after the last password change and
-# "sign out everywhere"; $3 NULL for a token without an issue time). Staff, a stranger, a
-# stale token or no such booking get no row and take the general way, which tells which.
+# no read of the account: the statement checks it the way `accounts.service.signed_in` does
+# (active; the token issued at or after the last password change and "sign out everywhere";
+# $3 NULL for a token without an issue time). Staff, a stranger, a stale token or no such
+# booking get no row and take the general way, which tells which.
 _OWNER_TICKETS_SQL = f"""
 SELECT b.status AS booking_status, t.id, t.showtime_id, t.seat_label, t.status
 FROM bookings b

@@ -46,7 +46,7 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench import dataset, flows
+from bench import cpu, dataset, flows
 from boxoffice.core.db import Database, create_engine, normalize_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,6 +275,14 @@ class Server:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
+
+    def cpu_split(self) -> cpu.CpuSplit:
+        """The CPU of the server's processes and of the jobs worker's (each started in a
+        session, so a process group, of its own), PostgreSQL's, the client's and the rest."""
+        groups = {"server": self.process.pid} if self.process else {}
+        if self.worker is not None:
+            groups["jobs worker"] = self.worker.pid
+        return cpu.CpuSplit(groups)
 
     def drain_jobs(self, limit: float = 180) -> float | None:
         """Seconds until the worker has run every queued job (None: not within `limit`)."""
@@ -521,10 +529,15 @@ async def run_backend(
                 server.drain_jobs()  # the warm-up's mails are not the rush's
             await settle(database)
         if wanted("d rush"):
+            split = server.cpu_split()
+            split.start()
             result = await flows.rush(
                 BASE, rush_showtime, customers, clients=64, seconds=max(seconds, 20)
             )
             row = flow_row(backend, "d rush", result)
+            row.detail["cpu_ms_per_seat_sold"] = split.stop(result.completed)
+            if line := cpu.describe(row.detail["cpu_ms_per_seat_sold"], "seat sold"):
+                print(line)
             row.p50_ms, row.p99_ms = result.extra["hold_p50_ms"], result.extra["hold_p99_ms"]
             row.detail.update(await double_sales(database))
             print(
@@ -541,11 +554,13 @@ async def run_backend(
             rows.append(row)
             await settle(database)
         if wanted("e purchases"):
-            row = flow_row(
-                backend,
-                "e purchases",
-                await flows.purchases(BASE, purchase_slots, clients=32, seconds=seconds),
-            )
+            split = server.cpu_split()
+            split.start()
+            result = await flows.purchases(BASE, purchase_slots, clients=32, seconds=seconds)
+            row = flow_row(backend, "e purchases", result)
+            row.detail["cpu_ms_per_purchase"] = split.stop(result.completed)
+            if line := cpu.describe(row.detail["cpu_ms_per_purchase"], "purchase"):
+                print(line)
             row.ceiling, row.ratio = "4-step flow", row.per_second / flow_ceiling.per_second
             print(
                 "  the client's CPU a request (ms): purchases"

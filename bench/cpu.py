@@ -13,6 +13,7 @@ on another host shows as none (and its CPU is then not the two cores' to share).
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -53,7 +54,9 @@ class CpuSplit:
         self.groups = groups
         self.available = (_PROC / "stat").exists()
         self._start: dict[str, float] = {}
+        self._end: dict[str, float] = {}
         self._started_at = 0.0
+        self._wall = 0.0
 
     def _now(self) -> dict[str, float]:
         processes = _processes()
@@ -66,7 +69,9 @@ class CpuSplit:
             sum(ticks for command, _, ticks in processes if command == "postgres")
             / _TICKS_PER_SECOND
         )
-        used["client"] = time.process_time()
+        # This process (the asyncio client) and its children once they ended (wrk).
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used["client"] = time.process_time() + children.ru_utime + children.ru_stime
         used["machine"] = _machine_busy() / _TICKS_PER_SECOND
         return used
 
@@ -75,22 +80,25 @@ class CpuSplit:
             self._start = self._now()
             self._started_at = time.perf_counter()
 
-    def stop(self, per: int) -> dict[str, float]:
-        """Milliseconds of CPU per unit of work (`per` of them done), by part, with `rest`
-        (the machine's CPU no named part used) and `cores_busy` (the machine's CPU over the
-        wall time). Empty without /proc or work."""
-        if not self.available or per <= 0:
+    def stop(self) -> None:
+        if self.available and self._start:
+            self._end = self._now()
+            self._wall = time.perf_counter() - self._started_at
+
+    def per(self, units: int) -> dict[str, float]:
+        """Milliseconds of CPU per unit of work (`units` of them done between `start` and
+        `stop`), by part, with `rest` (the machine's CPU no named part used) and
+        `cores_busy` (the machine's CPU over the wall time). Empty without /proc or work."""
+        if not self._end or units <= 0:
             return {}
-        wall = time.perf_counter() - self._started_at
-        end = self._now()
-        spent = {name: end[name] - self._start[name] for name in end}
+        spent = {name: self._end[name] - self._start[name] for name in self._end}
         parts = {name: value for name, value in spent.items() if name != "machine"}
         split: dict[str, float] = {
-            name: round(value * 1000 / per, 2) for name, value in parts.items()
+            name: round(value * 1000 / units, 3) for name, value in parts.items()
         }
-        split["rest"] = round(max(spent["machine"] - sum(parts.values()), 0) * 1000 / per, 2)
-        split["machine"] = round(spent["machine"] * 1000 / per, 2)
-        split["cores_busy"] = round(spent["machine"] / wall, 2)
+        split["rest"] = round(max(spent["machine"] - sum(parts.values()), 0) * 1000 / units, 3)
+        split["machine"] = round(spent["machine"] * 1000 / units, 3)
+        split["cores_busy"] = round(spent["machine"] / self._wall, 2)
         return split
 
 
@@ -102,6 +110,6 @@ def describe(split: dict[str, float], unit: str) -> str:
         f"{name} {value}" for name, value in split.items() if name not in ("machine", "cores_busy")
     )
     return (
-        f"  CPU a {unit} (ms): {parts}; the machine {split['machine']}"
+        f"  CPU per {unit} (ms): {parts}; the machine {split['machine']}"
         f" ({split['cores_busy']} cores busy)"
     )

@@ -299,12 +299,22 @@ class Server:
 
 
 def wrk(
-    script: str, args: list[str], *, seconds: int, threads: int, connections: int
+    split: cpu.CpuSplit,
+    script: str,
+    args: list[str],
+    *,
+    seconds: int,
+    threads: int,
+    connections: int,
 ) -> dict[str, Any]:
     """One measured wrk run, after 2 s of the same load unmeasured: caches fill, every pooled
-    connection prepares its statements, as on a server that has been up for a while."""
+    connection prepares its statements, as on a server that has been up for a while. The
+    CPU of the measured run goes to `split`."""
     _wrk(script, args, seconds=2, threads=threads, connections=connections)
-    return _wrk(script, args, seconds=seconds, threads=threads, connections=connections)
+    split.start()
+    result = _wrk(script, args, seconds=seconds, threads=threads, connections=connections)
+    split.stop()
+    return {**result, "cpu": split}
 
 
 def _wrk(
@@ -336,6 +346,12 @@ def _wrk(
 
 def wrk_row(backend: str, name: str, result: dict[str, Any], count: str | None = None) -> Row:
     done = result[count] if count else result["requests"] - result["non2xx"]
+    split: cpu.CpuSplit = result.pop("cpu")
+    # holds.lua releases every hold it makes: a hold's CPU is its release's too.
+    unit, label = ("hold", "hold and release") if count == "holds" else ("answer", "answer")
+    result[f"cpu_ms_per_{unit}"] = split.per(done)
+    if line := cpu.describe(result[f"cpu_ms_per_{unit}"], f"{label} ({name})"):
+        print(line, flush=True)
     return Row(
         backend,
         name,
@@ -486,21 +502,29 @@ async def run_backend(
         holdload = {"seconds": seconds, "threads": hold_threads, "connections": hold_threads}
 
         constant = wrk_row(
-            backend, "ceiling: constant JSON", wrk("get.lua", [constant_paths], **get)
+            backend,
+            "ceiling: constant JSON",
+            wrk(server.cpu_split(), "get.lua", [constant_paths], **get),
         )
         rows.append(constant)
         if wanted("a seat map"):
-            row = wrk_row(backend, "a seat map", wrk("get.lua", [seatmap_paths], **get))
+            row = wrk_row(
+                backend, "a seat map", wrk(server.cpu_split(), "get.lua", [seatmap_paths], **get)
+            )
             row.ceiling, row.ratio = "constant JSON", row.per_second / constant.per_second
             rows.append(row)
         if wanted("b movies"):
-            row = wrk_row(backend, "b movies", wrk("get.lua", [movie_paths], **get))
+            row = wrk_row(
+                backend, "b movies", wrk(server.cpu_split(), "get.lua", [movie_paths], **get)
+            )
             row.ceiling, row.ratio = "constant JSON", row.per_second / constant.per_second
             rows.append(row)
         raw = wrk_row(
             backend,
             "ceiling: raw hold",
-            wrk("holds.lua", [hold_slots, "raw", str(hold_threads)], **holdload),
+            wrk(
+                server.cpu_split(), "holds.lua", [hold_slots, "raw", str(hold_threads)], **holdload
+            ),
             count="holds",
         )
         rows.append(raw)
@@ -510,7 +534,12 @@ async def run_backend(
             row = wrk_row(
                 backend,
                 "c holds",
-                wrk("holds.lua", [hold_slots, "api", str(hold_threads)], **holdload),
+                wrk(
+                    server.cpu_split(),
+                    "holds.lua",
+                    [hold_slots, "api", str(hold_threads)],
+                    **holdload,
+                ),
                 count="holds",
             )
             row.ceiling, row.ratio = "raw hold", row.per_second / raw.per_second
@@ -534,8 +563,9 @@ async def run_backend(
             result = await flows.rush(
                 BASE, rush_showtime, customers, clients=64, seconds=max(seconds, 20)
             )
+            split.stop()
             row = flow_row(backend, "d rush", result)
-            row.detail["cpu_ms_per_seat_sold"] = split.stop(result.completed)
+            row.detail["cpu_ms_per_seat_sold"] = split.per(result.completed)
             if line := cpu.describe(row.detail["cpu_ms_per_seat_sold"], "seat sold"):
                 print(line)
             row.p50_ms, row.p99_ms = result.extra["hold_p50_ms"], result.extra["hold_p99_ms"]
@@ -557,8 +587,9 @@ async def run_backend(
             split = server.cpu_split()
             split.start()
             result = await flows.purchases(BASE, purchase_slots, clients=32, seconds=seconds)
+            split.stop()
             row = flow_row(backend, "e purchases", result)
-            row.detail["cpu_ms_per_purchase"] = split.stop(result.completed)
+            row.detail["cpu_ms_per_purchase"] = split.per(result.completed)
             if line := cpu.describe(row.detail["cpu_ms_per_purchase"], "purchase"):
                 print(line)
             row.ceiling, row.ratio = "4-step flow", row.per_second / flow_ceiling.per_second

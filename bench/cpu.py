@@ -16,6 +16,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 _PROC = Path("/proc")
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -75,6 +76,13 @@ class CpuSplit:
         used["machine"] = _machine_busy() / _TICKS_PER_SECOND
         return used
 
+    def __enter__(self) -> CpuSplit:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def start(self) -> None:
         if self.available:
             self._start = self._now()
@@ -101,15 +109,18 @@ class CpuSplit:
         split["cores_busy"] = round(spent["machine"] / self._wall, 2)
         return split
 
-
-def describe(split: dict[str, float], unit: str) -> str:
-    """One line: each part's milliseconds of CPU per `unit`."""
-    if not split:
-        return ""
-    parts = ", ".join(
-        f"{name} {value}" for name, value in split.items() if name not in ("machine", "cores_busy")
-    )
-    return (
-        f"  CPU per {unit} (ms): {parts}; the machine {split['machine']}"
-        f" ({split['cores_busy']} cores busy)"
-    )
+    def report(self, detail: dict[str, Any], unit: str, units: int, label: str) -> None:
+        """Put the CPU per unit into `detail` (`cpu_ms_per_<unit>`, for the results file) and
+        print it on one line, each part's milliseconds per `label`."""
+        split = detail[f"cpu_ms_per_{unit}"] = self.per(units)
+        if split:
+            parts = ", ".join(
+                f"{name} {value}"
+                for name, value in split.items()
+                if name not in ("machine", "cores_busy")
+            )
+            print(
+                f"  CPU per {label} (ms): {parts}; the machine {split['machine']}"
+                f" ({split['cores_busy']} cores busy)",
+                flush=True,
+            )

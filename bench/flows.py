@@ -22,9 +22,6 @@ class Recorder:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     counters: dict[str, int] = field(default_factory=dict)
-    # The client's own CPU from here to its FlowResult: what the load generator takes of the
-    # cores it shares with the servers and the database.
-    cpu_started: float = field(default_factory=time.process_time)
 
     def count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
@@ -62,10 +59,6 @@ class FlowResult:
     completed: int  # purchases, or seats sold in the rush
     recorder: Recorder
     extra: dict[str, Any] = field(default_factory=dict)
-    client_cpu: float = 0.0  # seconds, set when the flow ends
-
-    def __post_init__(self) -> None:
-        self.client_cpu = time.process_time() - self.recorder.cpu_started
 
     def summary(self) -> dict[str, Any]:
         lat = self.recorder.latencies
@@ -78,9 +71,6 @@ class FlowResult:
             "p50_ms": round(percentile(lat, 50) * 1000, 2),
             "p99_ms": round(percentile(lat, 99) * 1000, 2),
             "errors": self.recorder.errors,
-            "client_cpu_ms_per_request": (
-                round(self.client_cpu * 1000 / len(lat), 3) if lat else 0.0
-            ),
             **self.recorder.counters,
             **self.extra,
         }

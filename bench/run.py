@@ -311,9 +311,8 @@ def wrk(
     connection prepares its statements, as on a server that has been up for a while. The
     CPU of the measured run goes to `split`."""
     _wrk(script, args, seconds=2, threads=threads, connections=connections)
-    split.start()
-    result = _wrk(script, args, seconds=seconds, threads=threads, connections=connections)
-    split.stop()
+    with split:
+        result = _wrk(script, args, seconds=seconds, threads=threads, connections=connections)
     return {**result, "cpu": split}
 
 
@@ -349,9 +348,7 @@ def wrk_row(backend: str, name: str, result: dict[str, Any], count: str | None =
     split: cpu.CpuSplit = result.pop("cpu")
     # holds.lua releases every hold it makes: a hold's CPU is its release's too.
     unit, label = ("hold", "hold and release") if count == "holds" else ("answer", "answer")
-    result[f"cpu_ms_per_{unit}"] = split.per(done)
-    if line := cpu.describe(result[f"cpu_ms_per_{unit}"], f"{label} ({name})"):
-        print(line, flush=True)
+    split.report(result, unit, done, f"{label} ({name})")
     return Row(
         backend,
         name,
@@ -546,15 +543,11 @@ async def run_backend(
             rows.append(row)
             await release_all_holds(database)
             await settle(database)
-        split = server.cpu_split()
-        split.start()
-        result = await flows.constant_flow(BASE, steps=4, clients=32, seconds=seconds)
-        split.stop()
+        with server.cpu_split() as split:
+            result = await flows.constant_flow(BASE, steps=4, clients=32, seconds=seconds)
         flow_ceiling = flow_row(backend, "ceiling: 4-step flow", result)
         # A purchase's floor: what its four requests cost with no work behind them.
-        flow_ceiling.detail["cpu_ms_per_flow"] = split.per(result.completed)
-        if line := cpu.describe(flow_ceiling.detail["cpu_ms_per_flow"], "4-step flow"):
-            print(line)
+        split.report(flow_ceiling.detail, "flow", result.completed, "4-step flow")
         rows.append(flow_ceiling)
         if wanted("d rush") or wanted("e purchases"):
             await flows.warm_up(BASE, warm_slots, warm_maps, clients=32, seconds=2)
@@ -562,16 +555,12 @@ async def run_backend(
                 server.drain_jobs()  # the warm-up's mails are not the rush's
             await settle(database)
         if wanted("d rush"):
-            split = server.cpu_split()
-            split.start()
-            result = await flows.rush(
-                BASE, rush_showtime, customers, clients=64, seconds=max(seconds, 20)
-            )
-            split.stop()
+            with server.cpu_split() as split:
+                result = await flows.rush(
+                    BASE, rush_showtime, customers, clients=64, seconds=max(seconds, 20)
+                )
             row = flow_row(backend, "d rush", result)
-            row.detail["cpu_ms_per_seat_sold"] = split.per(result.completed)
-            if line := cpu.describe(row.detail["cpu_ms_per_seat_sold"], "seat sold"):
-                print(line)
+            split.report(row.detail, "seat_sold", result.completed, "seat sold")
             row.p50_ms, row.p99_ms = result.extra["hold_p50_ms"], result.extra["hold_p99_ms"]
             row.detail.update(await double_sales(database))
             print(
@@ -588,20 +577,11 @@ async def run_backend(
             rows.append(row)
             await settle(database)
         if wanted("e purchases"):
-            split = server.cpu_split()
-            split.start()
-            result = await flows.purchases(BASE, purchase_slots, clients=32, seconds=seconds)
-            split.stop()
+            with server.cpu_split() as split:
+                result = await flows.purchases(BASE, purchase_slots, clients=32, seconds=seconds)
             row = flow_row(backend, "e purchases", result)
-            row.detail["cpu_ms_per_purchase"] = split.per(result.completed)
-            if line := cpu.describe(row.detail["cpu_ms_per_purchase"], "purchase"):
-                print(line)
+            split.report(row.detail, "purchase", result.completed, "purchase")
             row.ceiling, row.ratio = "4-step flow", row.per_second / flow_ceiling.per_second
-            print(
-                "  the client's CPU a request (ms): purchases"
-                f" {row.detail['client_cpu_ms_per_request']}, constant 4-step flow"
-                f" {flow_ceiling.detail['client_cpu_ms_per_request']}"
-            )
             row.detail.update(await double_sales(database))
             row.detail.update(jobs_after(server))
             rows.append(row)

@@ -1,4 +1,4 @@
-"""Where a flow's CPU went, read from /proc (Linux): the server's processes, PostgreSQL's, the
+"""Where a scenario's CPU went, read from /proc (Linux): the server's processes, PostgreSQL's, the
 load generator's own, the jobs worker's, and the rest of the machine (the kernel's loopback
 traffic, Redis, anything else running).
 

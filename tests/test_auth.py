@@ -616,3 +616,47 @@ async def test_mfa_malformed_code(client: httpx.AsyncClient, otp: str) -> None:
 
 async def test_mfa_endpoints_need_a_user(client: httpx.AsyncClient) -> None:
     assert_problem(await client.post("/api/auth/mfa/setup"), 401, "not_authenticated")
+
+
+async def test_routes_taking_only_the_tokens_claims_read_the_bearer_scheme(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The hold, the release and the seat map take the token's claims only (TokenClaims,
+    OptionalClaims: one dependency each) and answer as HTTPBearer does: no Authorization, a
+    scheme other than Bearer or an empty token is anonymous (401 where a caller is needed;
+    the seat map shows itself to anyone), a bearer token that does not verify is 401, and
+    the API description names the bearer scheme for each."""
+    from tests.booking_helpers import seed_showtime
+
+    show = await seed_showtime(app, rows=1, seats_per_row=4)
+    held_seats = {"showtimeId": show.showtime_id, "seatNumbers": ["A1"]}
+    seat_map = f"/api/showtimes/{show.showtime_id}/seats"
+    release = f"/api/bookings/lock-seats/{uuid.uuid4()}"
+    for anonymous in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}):
+        held = await client.post("/api/bookings/lock-seats", json=held_seats, headers=anonymous)
+        assert_problem(held, 401, "not_authenticated")
+        assert_problem(await client.delete(release, headers=anonymous), 401, "not_authenticated")
+        assert (await client.get(seat_map, headers=anonymous)).status_code == 200
+    forged = {"Authorization": "Bearer not-a-token"}
+    held = await client.post("/api/bookings/lock-seats", json=held_seats, headers=forged)
+    assert_problem(held, 401, "invalid_token")
+    assert_problem(await client.delete(release, headers=forged), 401, "invalid_token")
+    assert_problem(await client.get(seat_map, headers=forged), 401, "invalid_token")
+
+    customer = await make_user(app)
+    held = await client.post("/api/bookings/lock-seats", json=held_seats, headers=customer.headers)
+    assert held.status_code == 201, held.text
+    mine = (await client.get(seat_map, headers=customer.headers)).json()
+    assert [s["label"] for r in mine["rows"] for s in r["seats"] if s["heldByYou"]] == ["A1"]
+    released = await client.delete(
+        f"/api/bookings/lock-seats/{held.json()['lockToken']}", headers=customer.headers
+    )
+    assert released.status_code == 204
+
+    paths = app.openapi()["paths"]
+    for path, method in (
+        ("/api/bookings/lock-seats", "post"),
+        ("/api/bookings/lock-seats/{lock_token}", "delete"),
+        ("/api/showtimes/{showtime_id}/seats", "get"),
+    ):
+        assert paths[path][method]["security"] == [{"HTTPBearer": []}], path

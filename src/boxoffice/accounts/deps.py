@@ -51,8 +51,8 @@ async def optional_user(
 
 class _BearerClaims(HTTPBearer):
     """The bearer scheme answering the token's verified claims (None for an anonymous caller
-    where `anonymous_allowed`): one dependency where HTTPBearer and a function taking its
-    credentials were two, whose solving by FastAPI was ~3-5% of a hold and release's CPU.
+    where `anonymous_allowed`): one dependency for FastAPI to solve where HTTPBearer and a
+    function taking its credentials were two (in-process ~2% of a hold and release's CPU).
     Declared in the API's description as `_bearer` is."""
 
     def __init__(self, *, anonymous_allowed: bool) -> None:

@@ -71,16 +71,16 @@ from boxoffice.venues.models import Screen, Seat, Theater
 
 log = structlog.get_logger(__name__)
 
-# The hold's live seats wait for the payment now, and point at the booking.
-# Picking only the hold's seats still held (a constant in the SQL: see core.db.constant)
-# changes nothing the statement does, and lets PostgreSQL find them by the showtime's status
-# index instead of reading every seat row of the showtime.
+# The hold's live seats wait for the payment now, and point at the booking. They are picked
+# among the held seats (the status a constant in the SQL: see core.db.constant), which
+# PostgreSQL finds by the showtime's status index instead of reading all its seat rows; of
+# those, the ones whose hold has not run out are extended.
 _EXTEND_HOLD = SeatRowsUpdate(
     and_(
         ShowtimeSeat.hold_id == bindparam("the_hold"),
         ShowtimeSeat.status == constant(SeatStatus.HELD),
     ),
-    and_(ShowtimeSeat.status == SeatStatus.HELD, ShowtimeSeat.held_until > bindparam("now")),
+    ShowtimeSeat.held_until > bindparam("now"),
     {
         "held_until": bindparam("until", type_=ShowtimeSeat.held_until.type),
         "booking_id": bindparam("the_booking", type_=ShowtimeSeat.booking_id.type),

@@ -11,6 +11,15 @@
   app's own pool for these statements, core.pgdriver); on SQLite the standard library's
   sqlite3 (one short write transaction, since SQLite has no data-modifying CTE, run on the
   event loop inside the write turn).
+* `POST /bench/raw/bookings`, `POST /bench/raw/payments/confirm` and
+  `GET /bench/raw/bookings/{id}/tickets` (PostgreSQL) complete a raw hold into a purchase as
+  `/api/bookings`, `/api/payments/local/confirm` and `/api/bookings/{id}/tickets` do, each in
+  one statement: the booking with its lines, payment and audit entry, the hold converted and
+  its seats kept for the booking; then the payment succeeded, the booking confirmed, its seats
+  sold, its tickets, invoice (the theater-year's next number), in-app notification and audit
+  entry; then the owner's tickets. Durable commits (the hold's is asynchronous, as the app's).
+  No prices from rules (the showtime's base price), no signed ticket codes, no mail queued:
+  what a purchase's rows cost the database and the stack at least (the purchase ceiling).
 
 Started by `bench/run.py` as `boxoffice serve --app bench.ceilings:create_bench_app --workers 2`.
 """
@@ -21,14 +30,17 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from boxoffice.app import create_app
+from boxoffice.config import Settings
 from boxoffice.core.db import WriteTurn, normalize_url
 
 PG_HOLD = """
@@ -58,6 +70,132 @@ WHERE ss.showtime_id = hold.showtime_id AND ss.status = 'held' AND ss.hold_id = 
 """
 
 
+# The hold's seats, locked in seat order as the app locks them, become the booking's.
+PG_BOOK = """
+WITH hold AS (
+    UPDATE holds SET status = 'converted'
+    WHERE id = $1 AND user_id = $2 AND status = 'active' AND expires_at > $3
+    RETURNING id, showtime_id
+),
+held AS MATERIALIZED (
+    SELECT ss.seat_id, s.label, s.seat_class
+    FROM hold
+    JOIN showtime_seats AS ss ON ss.showtime_id = hold.showtime_id AND ss.status = 'held'
+                              AND ss.hold_id = hold.id
+    JOIN seats AS s ON s.id = ss.seat_id
+    ORDER BY ss.seat_id
+    FOR UPDATE OF ss
+),
+priced AS (
+    SELECT st.id AS showtime_id, st.currency, st.base_price,
+           st.base_price * (SELECT count(*) FROM held) AS total
+    FROM showtimes AS st
+    WHERE st.id = (SELECT showtime_id FROM hold) AND EXISTS (SELECT 1 FROM held)
+),
+booking AS (
+    INSERT INTO bookings (id, reference, user_id, showtime_id, hold_id, status, currency,
+                          total_amount, discount_amount, final_amount, refunded_amount,
+                          tickets_amount, expires_at, created_at, updated_at)
+    SELECT $4, $5, $2, showtime_id, $1, 'pending', currency, total, 0, total, 0, total, $6,
+           $3, $3
+    FROM priced
+    RETURNING id, final_amount, currency
+),
+payment AS (
+    INSERT INTO payments (id, booking_id, provider, provider_ref, status, amount,
+                          refunded_amount, currency, created_at, updated_at)
+    SELECT $7, id, 'local', $8, 'pending', final_amount, 0, currency, $3, $3 FROM booking
+),
+audit AS (
+    INSERT INTO audit_log (id, created_at, actor_kind, actor_id, action, entity_type,
+                           entity_id, data)
+    SELECT gen_random_uuid(), $3, 'customer', $2, 'created', 'payment', $7::text, '{}'
+    FROM booking
+),
+lines AS (
+    INSERT INTO booking_lines (id, booking_id, seat_id, seat_label, seat_class, unit_price,
+                               refunded)
+    SELECT gen_random_uuid(), $4, held.seat_id, held.label, held.seat_class, priced.base_price,
+           false
+    FROM held, priced
+),
+kept AS (
+    UPDATE showtime_seats AS ss SET held_until = $6, booking_id = $4
+    FROM held, priced
+    WHERE ss.showtime_id = priced.showtime_id AND ss.seat_id = held.seat_id
+)
+SELECT count(*) FROM booking
+"""
+
+# The payment's success confirms its booking, sells the seats and issues what follows.
+PG_PAY = """
+WITH payment AS (
+    UPDATE payments SET status = 'succeeded', succeeded_at = $2, updated_at = $2
+    WHERE provider = 'local' AND provider_ref = $1 AND status = 'pending'
+    RETURNING id, booking_id
+),
+booking AS (
+    UPDATE bookings AS b SET status = 'confirmed', confirmed_at = $2, updated_at = $2
+    FROM payment
+    WHERE b.id = payment.booking_id AND b.status = 'pending'
+    RETURNING b.id, b.showtime_id, b.user_id, b.reference
+),
+lines AS (
+    SELECT bl.seat_id, bl.seat_label, booking.id AS booking_id, booking.showtime_id
+    FROM booking JOIN booking_lines AS bl ON bl.booking_id = booking.id
+),
+sold AS (
+    UPDATE showtime_seats AS ss SET status = 'booked', hold_id = NULL, held_until = NULL
+    FROM lines
+    WHERE ss.showtime_id = lines.showtime_id AND ss.seat_id = lines.seat_id
+      AND ss.booking_id = lines.booking_id
+),
+issued AS (
+    INSERT INTO tickets (id, booking_id, showtime_id, seat_id, seat_label, status, issued_at)
+    SELECT gen_random_uuid(), booking_id, showtime_id, seat_id, seat_label, 'valid', $2
+    FROM lines
+),
+counter AS (
+    INSERT INTO invoice_counters (theater_id, year, last_number)
+    SELECT st.theater_id, $3, 1 FROM booking JOIN showtimes AS st ON st.id = booking.showtime_id
+    ON CONFLICT (theater_id, year)
+        DO UPDATE SET last_number = invoice_counters.last_number + 1
+    RETURNING theater_id, last_number
+),
+invoice AS (
+    INSERT INTO invoices (id, booking_id, theater_id, year, number, invoice_number, vat_rate,
+                          issued_at)
+    SELECT gen_random_uuid(), booking.id, t.id, $3, counter.last_number,
+           upper(left(replace(t.id::text, '-', ''), 8)) || '-' || $3 || '-'
+               || lpad(counter.last_number::text, 6, '0'),
+           t.vat_rate, $2
+    FROM booking, counter JOIN theaters AS t ON t.id = counter.theater_id
+),
+note AS (
+    INSERT INTO notifications (id, user_id, type, title, body, data, created_at)
+    SELECT gen_random_uuid(), user_id, 'booking', 'Booking confirmed',
+           'Your booking ' || reference || ' is confirmed.',
+           json_build_object('bookingId', id, 'reference', reference), $2
+    FROM booking
+),
+audit AS (
+    INSERT INTO audit_log (id, created_at, actor_kind, actor_id, action, entity_type,
+                           entity_id, data)
+    SELECT gen_random_uuid(), $2, 'customer', booking.user_id, 'succeeded', 'payment',
+           payment.id::text, '{}'
+    FROM payment, booking
+)
+SELECT id FROM booking
+"""
+
+PG_TICKETS = """
+SELECT t.id, t.seat_label, t.status
+FROM tickets AS t JOIN bookings AS b ON b.id = t.booking_id
+WHERE t.booking_id = $1 AND b.user_id = $2
+ORDER BY t.seat_label
+"""
+
+
 async def _keep_session(_connection: asyncpg.Connection) -> None:
     """Nothing to reset: the ceiling's statements leave no session state."""
 
@@ -68,8 +206,17 @@ class RawHoldIn(BaseModel):
     userId: uuid.UUID
 
 
-def create_bench_app() -> FastAPI:
-    app = create_app()
+class RawBookingIn(BaseModel):
+    lockToken: uuid.UUID
+    userId: uuid.UUID
+
+
+class RawPaymentIn(BaseModel):
+    paymentIntentId: str
+
+
+def create_bench_app(settings: Settings | None = None) -> FastAPI:
+    app = create_app(settings)
     routes_before = len(app.router.routes)
     url = normalize_url(app.state.settings.database_url)
     backend = url.get_backend_name()
@@ -113,6 +260,46 @@ def create_bench_app() -> FastAPI:
         async def release_db(token: uuid.UUID) -> None:
             async with (await pool()).acquire() as conn:
                 await conn.execute(PG_RELEASE, token)
+
+        @app.post("/bench/raw/bookings", status_code=201, include_in_schema=False)
+        async def raw_book(body: RawBookingIn) -> dict[str, Any]:
+            now = dt.datetime.now(dt.UTC)
+            booking_id, payment_ref = uuid.uuid4(), f"raw_{uuid.uuid4().hex}"
+            async with (await pool()).acquire() as conn:
+                booked = await conn.fetchval(
+                    PG_BOOK,
+                    body.lockToken,
+                    body.userId,
+                    now,
+                    booking_id,
+                    uuid.uuid4().hex[:8].upper(),
+                    now + dt.timedelta(minutes=15),
+                    uuid.uuid4(),
+                    payment_ref,
+                )
+            if not booked:
+                raise HTTPException(409, "the hold is gone")
+            return {"booking": {"id": str(booking_id)}, "paymentIntentId": payment_ref}
+
+        @app.post("/bench/raw/payments/confirm", include_in_schema=False)
+        async def raw_pay(body: RawPaymentIn) -> dict[str, Any]:
+            now = dt.datetime.now(dt.UTC)
+            async with (await pool()).acquire() as conn:
+                booking_id = await conn.fetchval(PG_PAY, body.paymentIntentId, now, now.year)
+            if booking_id is None:
+                raise HTTPException(409, "no pending payment")
+            return {"bookingId": str(booking_id), "bookingStatus": "confirmed"}
+
+        @app.get("/bench/raw/bookings/{booking_id}/tickets", include_in_schema=False)
+        async def raw_tickets(booking_id: uuid.UUID, user: uuid.UUID) -> dict[str, Any]:
+            async with (await pool()).acquire() as conn:
+                rows = await conn.fetch(PG_TICKETS, booking_id, user)
+            return {
+                "tickets": [
+                    {"id": str(r["id"]), "seatNumber": r["seat_label"], "status": r["status"]}
+                    for r in rows
+                ]
+            }
 
     else:
         path = url.database or ""
@@ -204,6 +391,19 @@ def create_bench_app() -> FastAPI:
     @app.delete("/bench/raw/lock-seats/{token}", status_code=204, include_in_schema=False)
     async def raw_release(token: uuid.UUID) -> None:
         await release_db(token)
+
+    serve = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
+        async with serve(application) as served:
+            try:
+                yield served
+            finally:
+                if "pool" in state:
+                    await state.pop("pool").close()
+
+    app.router.lifespan_context = lifespan
 
     # The ceilings go first in the route table: matching them costs the least any route can.
     ceilings = app.router.routes[routes_before:]

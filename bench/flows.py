@@ -103,18 +103,48 @@ async def book_and_pay(
     if status != 201:
         recorder.count(f"book_{status}")
         return None
-    status, paid = await recorder.call(
+    return await _pay(
+        recorder,
         session,
-        "POST",
         f"{base}/api/payments/local/confirm",
         token,
         {"paymentIntentId": booked["paymentIntentId"], "card": SUCCESS_CARD},
+        booked["booking"]["id"],
     )
+
+
+async def _pay(
+    recorder: Recorder,
+    session: aiohttp.ClientSession,
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    booking_id: str,
+) -> str | None:
+    status, paid = await recorder.call(session, "POST", url, token, body)
     if status != 200 or paid.get("bookingStatus") != "confirmed":
         recorder.count(f"pay_{status}")
         return None
-    booking_id: str = booked["booking"]["id"]
     return booking_id
+
+
+async def _raw_book_and_pay(
+    recorder: Recorder, session: aiohttp.ClientSession, base: str, user: str, lock_token: str
+) -> str | None:
+    """The purchase ceiling's booking and payment (bench/ceilings.py)."""
+    body = {"lockToken": lock_token, "userId": user}
+    status, booked = await recorder.call(session, "POST", f"{base}/bench/raw/bookings", None, body)
+    if status != 201:
+        recorder.count(f"book_{status}")
+        return None
+    return await _pay(
+        recorder,
+        session,
+        f"{base}/bench/raw/payments/confirm",
+        None,
+        {"paymentIntentId": booked["paymentIntentId"]},
+        booked["booking"]["id"],
+    )
 
 
 async def purchases(
@@ -123,37 +153,43 @@ async def purchases(
     *,
     clients: int,
     seconds: float,
+    raw: bool = False,
 ) -> FlowResult:
     """hold → book → pay (local provider) → tickets, by `clients` customers at once, each on
-    its own slots (customer, showtime, seats), for `seconds`."""
+    its own slots (customer, showtime, seats), for `seconds`. `raw`: the same four requests
+    to the purchase ceiling's endpoints (bench/ceilings.py), which take the customer's id
+    instead of a token."""
     recorder = Recorder()
     queue = list(reversed(slots))
     deadline = time.perf_counter() + seconds
     done = 0
+    prefix = f"{base}/bench/raw" if raw else f"{base}/api"
 
     async def customer(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while queue and time.perf_counter() < deadline:
-            _user, token, showtime, labels = queue.pop()
-            status, held = await recorder.call(
-                session,
-                "POST",
-                f"{base}/api/bookings/lock-seats",
-                token,
-                {"showtimeId": showtime, "seatNumbers": labels},
-            )
+            user, token, showtime, labels = queue.pop()
+            hold: dict[str, Any] = {"showtimeId": showtime, "seatNumbers": labels}
+            if raw:
+                hold["userId"] = user
+            path = "lock-seats" if raw else "bookings/lock-seats"
+            status, held = await recorder.call(session, "POST", f"{prefix}/{path}", token, hold)
             if status != 201:
                 recorder.count(f"hold_{status}")
                 continue
-            booking_id = await book_and_pay(
-                recorder, session, base, token, showtime, labels, held["lockToken"]
-            )
+            if raw:
+                booking_id = await _raw_book_and_pay(
+                    recorder, session, base, user, held["lockToken"]
+                )
+            else:
+                booking_id = await book_and_pay(
+                    recorder, session, base, token, showtime, labels, held["lockToken"]
+                )
             if booking_id is None:
                 continue
-            status, tickets = await recorder.call(
-                session, "GET", f"{base}/api/bookings/{booking_id}/tickets", token
-            )
-            if status != 200 or len(tickets["tickets"]) != len(labels):
+            tickets = f"{prefix}/bookings/{booking_id}/tickets" + (f"?user={user}" if raw else "")
+            status, listed = await recorder.call(session, "GET", tickets, token)
+            if status != 200 or len(listed["tickets"]) != len(labels):
                 recorder.count(f"tickets_{status}")
                 continue
             done += 1

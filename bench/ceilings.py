@@ -1,4 +1,4 @@
-"""The benchmark server: boxoffice's own app plus two ceiling endpoints measured in the same run.
+"""The benchmark server: boxoffice's own app plus ceiling endpoints measured in the same run.
 
 * `GET /bench/constant` answers a constant JSON through the same stack (uvicorn, FastAPI,
   boxoffice's middleware): no route of ours can be faster than this (the framework ceiling).
@@ -12,14 +12,16 @@
   sqlite3 (one short write transaction, since SQLite has no data-modifying CTE, run on the
   event loop inside the write turn).
 * `POST /bench/raw/bookings`, `POST /bench/raw/payments/confirm` and
-  `GET /bench/raw/bookings/{id}/tickets` (PostgreSQL) complete a raw hold into a purchase as
-  `/api/bookings`, `/api/payments/local/confirm` and `/api/bookings/{id}/tickets` do, each in
-  one statement: the booking with its lines, payment and audit entry, the hold converted and
-  its seats kept for the booking; then the payment succeeded, the booking confirmed, its seats
-  sold, its tickets, invoice (the theater-year's next number), in-app notification and audit
-  entry; then the owner's tickets. Durable commits (the hold's is asynchronous, as the app's).
-  No prices from rules (the showtime's base price), no signed ticket codes, no mail queued:
-  what a purchase's rows cost the database and the stack at least (the purchase ceiling).
+  `GET /bench/raw/bookings/{id}/tickets` complete a raw hold into a purchase as
+  `/api/bookings`, `/api/payments/local/confirm` and `/api/bookings/{id}/tickets` do: the
+  booking with its lines, payment and audit entry, the hold converted and its seats kept for
+  the booking; then the payment succeeded, the booking confirmed, its seats sold, its tickets,
+  invoice (the theater-year's next number), in-app notification and audit entry; then the
+  owner's tickets. One statement each on PostgreSQL, one short write transaction each on
+  SQLite; durable commits (the hold's is asynchronous on PostgreSQL, as the app's). No prices
+  from rules (the showtime's base price), no signed ticket codes, no mail queued: what a
+  purchase's rows cost the database and the stack at least (the purchase ceiling).
+  `tests/test_bench_ceilings.py` checks that they grow the tables the app's purchase grows.
 
 Started by `bench/run.py` as `boxoffice serve --app bench.ceilings:create_bench_app --workers 2`.
 """
@@ -32,6 +34,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +112,8 @@ payment AS (
 audit AS (
     INSERT INTO audit_log (id, created_at, actor_kind, actor_id, action, entity_type,
                            entity_id, data)
-    SELECT gen_random_uuid(), $3, 'customer', $2, 'created', 'payment', $7::text, '{}'
+    SELECT gen_random_uuid(), $3, 'customer', $2, 'payment.intent_created', 'payment', $7::text,
+           '{}'
     FROM booking
 ),
 lines AS (
@@ -181,7 +185,7 @@ note AS (
 audit AS (
     INSERT INTO audit_log (id, created_at, actor_kind, actor_id, action, entity_type,
                            entity_id, data)
-    SELECT gen_random_uuid(), $2, 'customer', booking.user_id, 'succeeded', 'payment',
+    SELECT gen_random_uuid(), $2, 'customer', booking.user_id, 'payment.succeeded', 'payment',
            payment.id::text, '{}'
     FROM payment, booking
 )
@@ -194,6 +198,13 @@ FROM tickets AS t JOIN bookings AS b ON b.id = t.booking_id
 WHERE t.booking_id = $1 AND b.user_id = $2
 ORDER BY t.seat_label
 """
+
+
+SQLITE_TICKETS = (
+    "SELECT t.id, t.seat_label, t.status FROM tickets AS t"
+    " JOIN bookings AS b ON b.id = t.booking_id"
+    " WHERE t.booking_id = ? AND b.user_id = ? ORDER BY t.seat_label"
+)
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:
@@ -213,6 +224,18 @@ class RawBookingIn(BaseModel):
 
 class RawPaymentIn(BaseModel):
     paymentIntentId: str
+
+
+@dataclass(frozen=True)
+class NewBooking:
+    """What the raw booking writes besides what it reads: its ids, reference and deadline."""
+
+    now: dt.datetime
+    booking_id: uuid.UUID
+    reference: str
+    expires_at: dt.datetime
+    payment_id: uuid.UUID
+    payment_ref: str
 
 
 def create_bench_app(settings: Settings | None = None) -> FastAPI:
@@ -261,45 +284,31 @@ def create_bench_app(settings: Settings | None = None) -> FastAPI:
             async with (await pool()).acquire() as conn:
                 await conn.execute(PG_RELEASE, token)
 
-        @app.post("/bench/raw/bookings", status_code=201, include_in_schema=False)
-        async def raw_book(body: RawBookingIn) -> dict[str, Any]:
-            now = dt.datetime.now(dt.UTC)
-            booking_id, payment_ref = uuid.uuid4(), f"raw_{uuid.uuid4().hex}"
+        async def book_db(hold_id: uuid.UUID, user_id: uuid.UUID, new: NewBooking) -> bool:
             async with (await pool()).acquire() as conn:
                 booked = await conn.fetchval(
                     PG_BOOK,
-                    body.lockToken,
-                    body.userId,
-                    now,
-                    booking_id,
-                    uuid.uuid4().hex[:8].upper(),
-                    now + dt.timedelta(minutes=15),
-                    uuid.uuid4(),
-                    payment_ref,
+                    hold_id,
+                    user_id,
+                    new.now,
+                    new.booking_id,
+                    new.reference,
+                    new.expires_at,
+                    new.payment_id,
+                    new.payment_ref,
                 )
-            if not booked:
-                raise HTTPException(409, "the hold is gone")
-            return {"booking": {"id": str(booking_id)}, "paymentIntentId": payment_ref}
+            return bool(booked)
 
-        @app.post("/bench/raw/payments/confirm", include_in_schema=False)
-        async def raw_pay(body: RawPaymentIn) -> dict[str, Any]:
-            now = dt.datetime.now(dt.UTC)
+        async def pay_db(payment_ref: str, now: dt.datetime) -> uuid.UUID | None:
             async with (await pool()).acquire() as conn:
-                booking_id = await conn.fetchval(PG_PAY, body.paymentIntentId, now, now.year)
-            if booking_id is None:
-                raise HTTPException(409, "no pending payment")
-            return {"bookingId": str(booking_id), "bookingStatus": "confirmed"}
+                booking_id: uuid.UUID | None = await conn.fetchval(
+                    PG_PAY, payment_ref, now, now.year
+                )
+            return booking_id
 
-        @app.get("/bench/raw/bookings/{booking_id}/tickets", include_in_schema=False)
-        async def raw_tickets(booking_id: uuid.UUID, user: uuid.UUID) -> dict[str, Any]:
+        async def tickets_db(booking_id: uuid.UUID, user_id: uuid.UUID) -> list[tuple[Any, ...]]:
             async with (await pool()).acquire() as conn:
-                rows = await conn.fetch(PG_TICKETS, booking_id, user)
-            return {
-                "tickets": [
-                    {"id": str(r["id"]), "seatNumber": r["seat_label"], "status": r["status"]}
-                    for r in rows
-                ]
-            }
+                return [tuple(row) for row in await conn.fetch(PG_TICKETS, booking_id, user_id)]
 
     else:
         path = url.database or ""
@@ -382,6 +391,183 @@ def create_bench_app(settings: Settings | None = None) -> FastAPI:
             async with lock:
                 release_sync(token)
 
+        def book_sync(hold_id: uuid.UUID, user_id: uuid.UUID, new: NewBooking) -> bool:
+            conn = connection()
+            now = new.now.replace(tzinfo=None)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                converted = conn.execute(
+                    "UPDATE holds SET status = 'converted' WHERE id = ? AND user_id = ?"
+                    " AND status = 'active' AND expires_at > ? RETURNING showtime_id",
+                    (hold_id.hex, user_id.hex, now),
+                ).fetchone()
+                if converted is None:
+                    conn.execute("ROLLBACK")
+                    return False
+                showtime_id = converted[0]
+                held = conn.execute(
+                    "SELECT ss.seat_id, s.label, s.seat_class FROM showtime_seats AS ss"
+                    " JOIN seats AS s ON s.id = ss.seat_id"
+                    " WHERE ss.showtime_id = ? AND ss.status = 'held' AND ss.hold_id = ?",
+                    (showtime_id, hold_id.hex),
+                ).fetchall()
+                price, currency = conn.execute(
+                    "SELECT base_price, currency FROM showtimes WHERE id = ?", (showtime_id,)
+                ).fetchone()
+                if not held:
+                    conn.execute("ROLLBACK")
+                    return False
+                total = price * len(held)
+                booking = new.booking_id.hex
+                conn.execute(
+                    "INSERT INTO bookings (id, reference, user_id, showtime_id, hold_id, status,"
+                    " currency, total_amount, discount_amount, final_amount, refunded_amount,"
+                    " tickets_amount, snacks_amount, adjustments_amount, promo_discount,"
+                    " points_redeemed, points_discount, tier_discount, tax_amount, expires_at,"
+                    " created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, 0, ?, 0, ?, 0, 0, 0, 0, 0, 0, 0,"
+                    " ?, ?, ?)",
+                    (
+                        booking,
+                        new.reference,
+                        user_id.hex,
+                        showtime_id,
+                        hold_id.hex,
+                        currency,
+                        total,
+                        total,
+                        total,
+                        new.expires_at.replace(tzinfo=None),
+                        now,
+                        now,
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO payments (id, booking_id, provider, provider_ref, status, amount,"
+                    " refunded_amount, currency, created_at, updated_at)"
+                    " VALUES (?, ?, 'local', ?, 'pending', ?, 0, ?, ?, ?)",
+                    (new.payment_id.hex, booking, new.payment_ref, total, currency, now, now),
+                )
+                conn.execute(
+                    "INSERT INTO audit_log (id, created_at, actor_kind, actor_id, action,"
+                    " entity_type, entity_id, data)"
+                    " VALUES (?, ?, 'customer', ?, 'payment.intent_created', 'payment', ?, '{}')",
+                    (uuid.uuid4().hex, now, user_id.hex, str(new.payment_id)),
+                )
+                conn.executemany(
+                    "INSERT INTO booking_lines (id, booking_id, seat_id, seat_label, seat_class,"
+                    " unit_price, refunded) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    [(uuid.uuid4().hex, booking, *seat, price) for seat in held],
+                )
+                conn.execute(
+                    "UPDATE showtime_seats SET held_until = ?, booking_id = ?"
+                    " WHERE showtime_id = ? AND status = 'held' AND hold_id = ?",
+                    (new.expires_at.replace(tzinfo=None), booking, showtime_id, hold_id.hex),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return True
+
+        def pay_sync(payment_ref: str, when: dt.datetime) -> uuid.UUID | None:
+            conn = connection()
+            now = when.replace(tzinfo=None)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                paid = conn.execute(
+                    "UPDATE payments SET status = 'succeeded', succeeded_at = ?, updated_at = ?"
+                    " WHERE provider = 'local' AND provider_ref = ? AND status = 'pending'"
+                    " RETURNING id, booking_id",
+                    (now, now, payment_ref),
+                ).fetchone()
+                if paid is None:
+                    conn.execute("ROLLBACK")
+                    return None
+                confirmed = conn.execute(
+                    "UPDATE bookings SET status = 'confirmed', confirmed_at = ?, updated_at = ?"
+                    " WHERE id = ? AND status = 'pending'"
+                    " RETURNING id, showtime_id, user_id, reference",
+                    (now, now, paid[1]),
+                ).fetchone()
+                if confirmed is None:
+                    conn.execute("ROLLBACK")
+                    return None
+                booking, showtime_id, user_id, reference = confirmed
+                lines = conn.execute(
+                    "SELECT seat_id, seat_label FROM booking_lines WHERE booking_id = ?",
+                    (booking,),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE showtime_seats SET status = 'booked', hold_id = NULL,"
+                    " held_until = NULL WHERE showtime_id = ? AND seat_id = ? AND booking_id = ?",
+                    [(showtime_id, seat_id, booking) for seat_id, _ in lines],
+                )
+                conn.executemany(
+                    "INSERT INTO tickets (id, booking_id, showtime_id, seat_id, seat_label,"
+                    " status, issued_at) VALUES (?, ?, ?, ?, ?, 'valid', ?)",
+                    [(uuid.uuid4().hex, booking, showtime_id, *line, now) for line in lines],
+                )
+                theater_id, vat_rate = conn.execute(
+                    "SELECT t.id, t.vat_rate FROM showtimes AS st"
+                    " JOIN theaters AS t ON t.id = st.theater_id WHERE st.id = ?",
+                    (showtime_id,),
+                ).fetchone()
+                (number,) = conn.execute(
+                    "INSERT INTO invoice_counters (theater_id, year, last_number)"
+                    " VALUES (?, ?, 1) ON CONFLICT (theater_id, year)"
+                    " DO UPDATE SET last_number = last_number + 1 RETURNING last_number",
+                    (theater_id, when.year),
+                ).fetchone()
+                conn.execute(
+                    "INSERT INTO invoices (id, booking_id, theater_id, year, number,"
+                    " invoice_number, vat_rate, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        uuid.uuid4().hex,
+                        booking,
+                        theater_id,
+                        when.year,
+                        number,
+                        f"{theater_id[:8].upper()}-{when.year}-{number:06d}",
+                        vat_rate,
+                        now,
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO notifications (id, user_id, type, title, body, data, created_at)"
+                    " VALUES (?, ?, 'booking', 'Booking confirmed', ?, ?, ?)",
+                    (
+                        uuid.uuid4().hex,
+                        user_id,
+                        f"Your booking {reference} is confirmed.",
+                        json.dumps({"bookingId": str(uuid.UUID(booking)), "reference": reference}),
+                        now,
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO audit_log (id, created_at, actor_kind, actor_id, action,"
+                    " entity_type, entity_id, data)"
+                    " VALUES (?, ?, 'customer', ?, 'payment.succeeded', 'payment', ?, '{}')",
+                    (uuid.uuid4().hex, now, user_id, str(uuid.UUID(paid[0]))),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return uuid.UUID(booking)
+
+        async def book_db(hold_id: uuid.UUID, user_id: uuid.UUID, new: NewBooking) -> bool:
+            async with lock:
+                return book_sync(hold_id, user_id, new)
+
+        async def pay_db(payment_ref: str, now: dt.datetime) -> uuid.UUID | None:
+            async with lock:
+                return pay_sync(payment_ref, now)
+
+        async def tickets_db(booking_id: uuid.UUID, user_id: uuid.UUID) -> list[tuple[Any, ...]]:
+            listed = connection().execute(SQLITE_TICKETS, (booking_id.hex, user_id.hex))
+            return listed.fetchall()
+
     @app.post("/bench/raw/lock-seats", status_code=201, include_in_schema=False)
     async def raw_hold(body: RawHoldIn) -> dict[str, Any]:
         hold_id = uuid.uuid4()
@@ -391,6 +577,38 @@ def create_bench_app(settings: Settings | None = None) -> FastAPI:
     @app.delete("/bench/raw/lock-seats/{token}", status_code=204, include_in_schema=False)
     async def raw_release(token: uuid.UUID) -> None:
         await release_db(token)
+
+    @app.post("/bench/raw/bookings", status_code=201, include_in_schema=False)
+    async def raw_book(body: RawBookingIn) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        new = NewBooking(
+            now=now,
+            booking_id=uuid.uuid4(),
+            reference=uuid.uuid4().hex[:8].upper(),
+            expires_at=now + dt.timedelta(minutes=15),
+            payment_id=uuid.uuid4(),
+            payment_ref=f"raw_{uuid.uuid4().hex}",
+        )
+        if not await book_db(body.lockToken, body.userId, new):
+            raise HTTPException(409, "the hold is gone")
+        return {"booking": {"id": str(new.booking_id)}, "paymentIntentId": new.payment_ref}
+
+    @app.post("/bench/raw/payments/confirm", include_in_schema=False)
+    async def raw_pay(body: RawPaymentIn) -> dict[str, Any]:
+        booking_id = await pay_db(body.paymentIntentId, dt.datetime.now(dt.UTC))
+        if booking_id is None:
+            raise HTTPException(409, "no pending payment")
+        return {"bookingId": str(booking_id), "bookingStatus": "confirmed"}
+
+    @app.get("/bench/raw/bookings/{booking_id}/tickets", include_in_schema=False)
+    async def raw_tickets(booking_id: uuid.UUID, user: uuid.UUID) -> dict[str, Any]:
+        rows = await tickets_db(booking_id, user)
+        return {
+            "tickets": [
+                {"id": str(ticket_id), "seatNumber": label, "status": status}
+                for ticket_id, label, status in rows
+            ]
+        }
 
     serve = app.router.lifespan_context
 

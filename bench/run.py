@@ -578,26 +578,27 @@ async def run_backend(
             rows.append(row)
             await settle(database)
         if wanted("e purchases"):
-            # Slots of its own: the first half of the customers' purchases are the app's.
-            raw_slots = purchase_slots[len(purchase_slots) // 2 :]
-            purchase_slots = purchase_slots[: len(purchase_slots) // 2]
+            # The first half of the customers' slots are the app's, the second the ceiling's.
+            half = len(purchase_slots) // 2
             with server.cpu_split() as split:
                 result = await flows.purchases(
-                    BASE, raw_slots, clients=32, seconds=seconds, raw=True
+                    BASE, purchase_slots[:half], clients=32, seconds=seconds
                 )
-            purchase_ceiling = flow_row(backend, "ceiling: raw purchase", result)
-            split.report(purchase_ceiling.detail, "purchase", result.completed, "purchase")
-            rows.append(purchase_ceiling)
-            await settle(database)
-            with server.cpu_split() as split:
-                result = await flows.purchases(BASE, purchase_slots, clients=32, seconds=seconds)
             row = flow_row(backend, "e purchases", result)
             split.report(row.detail, "purchase", result.completed, "purchase")
-            row.ceiling = "raw purchase"
-            row.ratio = row.per_second / purchase_ceiling.per_second
             row.detail.update(await double_sales(database))
             row.detail.update(jobs_after(server))
-            rows.append(row)
+            await settle(database)
+            # Measured after the app's purchases (and their mails), so that its rows do not
+            # weigh on the app's statements; the row goes first, as every ceiling's.
+            with server.cpu_split() as split:
+                result = await flows.purchases(
+                    BASE, purchase_slots[half:], clients=32, seconds=seconds, raw=True
+                )
+            ceiling = flow_row(backend, "ceiling: raw purchase", result)
+            split.report(ceiling.detail, "purchase", result.completed, "raw purchase")
+            row.ceiling, row.ratio = "raw purchase", row.per_second / ceiling.per_second
+            rows += [ceiling, row]
     await database.dispose()
     return rows
 

@@ -40,7 +40,7 @@ format: install
 	$(BIN)/ruff format src tests bench
 
 # Load tests against a real server (PostgreSQL from BOXOFFICE_BENCH_DATABASE_URL, then SQLite);
-# needs Debian's wrk. Prints a table and writes bench/results/<date>.json (about 5 minutes).
+# needs Debian's wrk. Prints a table and writes bench/results/<date>.json (about 6 minutes).
 BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'

@@ -82,69 +82,64 @@ def _connector(clients: int) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(limit=clients, force_close=False, keepalive_timeout=2.0)
 
 
+@dataclass(frozen=True)
+class PurchaseRoutes:
+    """Where a purchase's steps go and what they send: the app's API, or (`raw`) the purchase
+    ceiling's endpoints (bench/ceilings.py), which take the customer's id instead of a token."""
+
+    base: str
+    raw: bool = False
+
+    def hold(self, user: str, showtime: str, labels: list[str]) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"showtimeId": showtime, "seatNumbers": labels}
+        if self.raw:
+            return f"{self.base}/bench/raw/lock-seats", body | {"userId": user}
+        return f"{self.base}/api/bookings/lock-seats", body
+
+    def book(
+        self, user: str, showtime: str, labels: list[str], lock_token: str
+    ) -> tuple[str, dict[str, Any]]:
+        if self.raw:
+            return f"{self.base}/bench/raw/bookings", {"lockToken": lock_token, "userId": user}
+        body = {"showtimeId": showtime, "seatNumbers": labels, "lockToken": lock_token}
+        return f"{self.base}/api/bookings", body
+
+    def pay(self, intent: str) -> tuple[str, dict[str, Any]]:
+        if self.raw:
+            return f"{self.base}/bench/raw/payments/confirm", {"paymentIntentId": intent}
+        body = {"paymentIntentId": intent, "card": SUCCESS_CARD}
+        return f"{self.base}/api/payments/local/confirm", body
+
+    def tickets(self, user: str, booking_id: str) -> str:
+        if self.raw:
+            return f"{self.base}/bench/raw/bookings/{booking_id}/tickets?user={user}"
+        return f"{self.base}/api/bookings/{booking_id}/tickets"
+
+
 async def book_and_pay(
     recorder: Recorder,
     session: aiohttp.ClientSession,
-    base: str,
-    token: str,
+    routes: PurchaseRoutes,
+    customer: tuple[str, str],
     showtime: str,
     labels: list[str],
     lock_token: str,
 ) -> str | None:
-    """Book a hold and pay it with the local provider's success card: the booking id, or
-    None (counted by the step that failed)."""
-    status, booked = await recorder.call(
-        session,
-        "POST",
-        f"{base}/api/bookings",
-        token,
-        {"showtimeId": showtime, "seatNumbers": labels, "lockToken": lock_token},
-    )
+    """Book a hold and pay it (the local provider's success card): the booking id, or None
+    (counted by the step that failed). `customer`: their id and access token."""
+    user, token = customer
+    url, body = routes.book(user, showtime, labels, lock_token)
+    status, booked = await recorder.call(session, "POST", url, token, body)
     if status != 201:
         recorder.count(f"book_{status}")
         return None
-    return await _pay(
-        recorder,
-        session,
-        f"{base}/api/payments/local/confirm",
-        token,
-        {"paymentIntentId": booked["paymentIntentId"], "card": SUCCESS_CARD},
-        booked["booking"]["id"],
-    )
-
-
-async def _pay(
-    recorder: Recorder,
-    session: aiohttp.ClientSession,
-    url: str,
-    token: str | None,
-    body: dict[str, Any],
-    booking_id: str,
-) -> str | None:
+    url, body = routes.pay(booked["paymentIntentId"])
     status, paid = await recorder.call(session, "POST", url, token, body)
     if status != 200 or paid.get("bookingStatus") != "confirmed":
         recorder.count(f"pay_{status}")
         return None
+    booking_id: str = booked["booking"]["id"]
     return booking_id
-
-
-async def _raw_book_and_pay(
-    recorder: Recorder, session: aiohttp.ClientSession, base: str, user: str, lock_token: str
-) -> str | None:
-    """The purchase ceiling's booking and payment (bench/ceilings.py)."""
-    body = {"lockToken": lock_token, "userId": user}
-    status, booked = await recorder.call(session, "POST", f"{base}/bench/raw/bookings", None, body)
-    if status != 201:
-        recorder.count(f"book_{status}")
-        return None
-    return await _pay(
-        recorder,
-        session,
-        f"{base}/bench/raw/payments/confirm",
-        None,
-        {"paymentIntentId": booked["paymentIntentId"]},
-        booked["booking"]["id"],
-    )
 
 
 async def purchases(
@@ -157,38 +152,30 @@ async def purchases(
 ) -> FlowResult:
     """hold → book → pay (local provider) → tickets, by `clients` customers at once, each on
     its own slots (customer, showtime, seats), for `seconds`. `raw`: the same four requests
-    to the purchase ceiling's endpoints (bench/ceilings.py), which take the customer's id
-    instead of a token."""
+    to the purchase ceiling (`PurchaseRoutes`)."""
     recorder = Recorder()
     queue = list(reversed(slots))
     deadline = time.perf_counter() + seconds
     done = 0
-    prefix = f"{base}/bench/raw" if raw else f"{base}/api"
+    routes = PurchaseRoutes(base, raw)
 
     async def customer(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while queue and time.perf_counter() < deadline:
             user, token, showtime, labels = queue.pop()
-            hold: dict[str, Any] = {"showtimeId": showtime, "seatNumbers": labels}
-            if raw:
-                hold["userId"] = user
-            path = "lock-seats" if raw else "bookings/lock-seats"
-            status, held = await recorder.call(session, "POST", f"{prefix}/{path}", token, hold)
+            url, body = routes.hold(user, showtime, labels)
+            status, held = await recorder.call(session, "POST", url, token, body)
             if status != 201:
                 recorder.count(f"hold_{status}")
                 continue
-            if raw:
-                booking_id = await _raw_book_and_pay(
-                    recorder, session, base, user, held["lockToken"]
-                )
-            else:
-                booking_id = await book_and_pay(
-                    recorder, session, base, token, showtime, labels, held["lockToken"]
-                )
+            booking_id = await book_and_pay(
+                recorder, session, routes, (user, token), showtime, labels, held["lockToken"]
+            )
             if booking_id is None:
                 continue
-            tickets = f"{prefix}/bookings/{booking_id}/tickets" + (f"?user={user}" if raw else "")
-            status, listed = await recorder.call(session, "GET", tickets, token)
+            status, listed = await recorder.call(
+                session, "GET", routes.tickets(user, booking_id), token
+            )
             if status != 200 or len(listed["tickets"]) != len(labels):
                 recorder.count(f"tickets_{status}")
                 continue
@@ -268,6 +255,7 @@ async def rush(
     deadline = time.perf_counter() + seconds
     sold = 0
     sold_out = asyncio.Event()
+    routes = PurchaseRoutes(base)
 
     async def free_seats(session: aiohttp.ClientSession, token: str) -> list[str]:
         status, seat_map = await recorder.call(
@@ -281,7 +269,7 @@ async def rush(
             if seat["status"] == "available"
         ]
 
-    async def customer(session: aiohttp.ClientSession, token: str) -> None:
+    async def customer(session: aiohttp.ClientSession, user: str, token: str) -> None:
         nonlocal sold
         first = True
         free = await free_seats(session, token)
@@ -315,13 +303,13 @@ async def rush(
                 continue
             free = [label for label in free if label not in wanted]
             if await book_and_pay(
-                recorder, session, base, token, showtime, wanted, held["lockToken"]
+                recorder, session, routes, (user, token), showtime, wanted, held["lockToken"]
             ):
                 sold += len(wanted)
 
     rush_started = time.perf_counter()
     async with aiohttp.ClientSession(connector=_connector(clients)) as session:
-        await asyncio.gather(*(customer(session, token) for _, token in customers[:clients]))
+        await asyncio.gather(*(customer(session, *pair) for pair in customers[:clients]))
     elapsed = time.perf_counter() - rush_started
     slowest = sorted(zip(hold_latencies, hold_starts, strict=True), reverse=True)[:5]
     return FlowResult(

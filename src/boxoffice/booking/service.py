@@ -56,6 +56,7 @@ from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import RowInsert, adopt, constant
 from boxoffice.core.errors import retry_on_duplicate
+from boxoffice.core.pgdriver import SessionStatement
 from boxoffice.core.security import AccessClaims
 from boxoffice.documents import service as documents
 from boxoffice.loyalty import service as loyalty
@@ -166,7 +167,7 @@ def _confirm_at_once() -> Executable:
     ).select_from(due.outerjoin(to, true()))
 
 
-_CONFIRM_AT_ONCE = _confirm_at_once()
+_CONFIRM_AT_ONCE = SessionStatement(_confirm_at_once())
 
 
 def _hold_to_booking(*rows: RowInsert) -> Executable:
@@ -219,13 +220,13 @@ def _hold_to_booking(*rows: RowInsert) -> Executable:
     ).add_cte(*(row.cte for row in rows))
 
 
-_HOLD_TO_BOOKING = _hold_to_booking()
+_HOLD_TO_BOOKING = SessionStatement(_hold_to_booking())
 # A booking of seats only: nothing else refers to it before its payment, so its row, its
 # payment and the payment's audit entry are written by the same statement.
 _BOOKING_ROW = RowInsert(Booking, "booking")
 _PAYMENT_ROW = RowInsert(Payment, "payment")
 _AUDIT_ROW = RowInsert(AuditEntry, "audit")
-_BOOKING_AT_ONCE = _hold_to_booking(_BOOKING_ROW, _PAYMENT_ROW, _AUDIT_ROW)
+_BOOKING_AT_ONCE = SessionStatement(_hold_to_booking(_BOOKING_ROW, _PAYMENT_ROW, _AUDIT_ROW))
 
 # What a booking reads of its hold, built once with bound parameters (building them cost
 # ~0.2 ms of CPU each per booking): the hold, locked; the showtime with its theater; the
@@ -448,7 +449,7 @@ async def create_booking(
                 | _AUDIT_ROW.params(entry)
             )
         statement = _BOOKING_AT_ONCE if with_payment else _HOLD_TO_BOOKING
-        extended = (await session.execute(statement, params)).scalar_one()
+        extended = (await statement.fetchrow(session, params)).extended
         set_committed_value(hold, "status", HoldStatus.CONVERTED)
     else:
         hold.status = HoldStatus.CONVERTED
@@ -755,17 +756,15 @@ async def _confirm(session: AsyncSession, booking: Booking) -> tuple[bool, Any]:
     invoice due, the recipient; None: not read)."""
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
-        done = (
-            await session.execute(
-                _CONFIRM_AT_ONCE,
-                {
-                    "the_booking": booking.id,
-                    "the_showtime": booking.showtime_id,
-                    "the_user": booking.user_id,
-                    "now": now,
-                },
-            )
-        ).one()
+        done = await _CONFIRM_AT_ONCE.fetchrow(
+            session,
+            {
+                "the_booking": booking.id,
+                "the_showtime": booking.showtime_id,
+                "the_user": booking.user_id,
+                "now": now,
+            },
+        )
         if not done.confirmed:
             return False, None
         # Written by the statement: the loaded booking says so without another UPDATE.

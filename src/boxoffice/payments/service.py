@@ -28,10 +28,10 @@ from decimal import Decimal
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, Executable, Update, bindparam, exists, select, update
+from sqlalchemy import CursorResult, Executable, bindparam, exists, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from boxoffice.accounts.models import User
 from boxoffice.accounts.service import signed_in, signed_in_user
@@ -40,8 +40,9 @@ from boxoffice.audit.models import ActorKind, AuditEntry
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import RowInsert
+from boxoffice.core.db import RowInsert, constant
 from boxoffice.core.errors import BoxofficeError
+from boxoffice.core.pgdriver import SessionStatement
 from boxoffice.core.security import AccessClaims
 from boxoffice.notifications import service as notifications
 from boxoffice.payments.exceptions import (
@@ -301,26 +302,41 @@ def _transition_params(
     }
 
 
-def _succeed_reporting_refunds() -> tuple[Executable, RowInsert]:
+def _succeed_reporting_refunds() -> tuple[SessionStatement, RowInsert]:
     """PostgreSQL: the success's transition and its audit entry (written only if the payment
     moved), answering with the payment whether the provider reported a refund of it before
     (an event stored under the payment's lock, which this transaction holds), so that the
-    usual case reads no events and flushes no entry."""
+    usual case reads no events and flushes no entry. Sent on the session's own connection
+    (core.pgdriver.SessionStatement): the statuses it moves from are written into it and its
+    update time is bound, where `_transition_statement` leaves both to SQLAlchemy."""
+    sources = sorted(TRANSITIONS[PaymentStatus.SUCCEEDED])
     moved = (
-        cast(Update, _transition_statement(_SUCCEEDED_VALUES, returning=False))
+        update(Payment)
+        .where(
+            Payment.id == bindparam("the_payment"),
+            Payment.status.in_([constant(status) for status in sources]),
+        )
+        .values(
+            status=bindparam("to"),
+            failure_code=bindparam("new_failure_code"),
+            succeeded_at=bindparam("new_succeeded_at"),
+            updated_at=bindparam("new_succeeded_at"),
+        )
         .returning(*Payment.__table__.columns)
         .cte("moved")
     )
     entry = RowInsert(AuditEntry, "audit", when=exists(select(moved.c.id)))
-    paid = aliased(Payment, moved)
     refund_reported = exists().where(
-        PaymentEvent.payment_id == paid.id,
+        PaymentEvent.payment_id == moved.c.id,
         PaymentEvent.event_type == EventType.REFUNDED,
     )
-    return select(paid, refund_reported.label("refund_reported")).add_cte(entry.cte), entry
+    statement = select(moved, refund_reported.label("refund_reported")).add_cte(entry.cte)
+    return SessionStatement(statement), entry
 
 
 _SUCCEED_REPORTING_REFUNDS, _SUCCESS_AUDIT = _succeed_reporting_refunds()
+# The payment's attributes and their columns, to load the row the success answers with.
+_PAYMENT_COLUMNS = [(attr.key, attr.columns[0].name) for attr in inspect(Payment).column_attrs]
 
 
 async def _succeed(session: AsyncSession, payment: Payment, entry: AuditEntry) -> tuple[bool, bool]:
@@ -334,17 +350,16 @@ async def _succeed(session: AsyncSession, payment: Payment, entry: AuditEntry) -
         if applied:
             session.add(entry)
         return applied, True
-    row = (
-        await session.execute(
-            _SUCCEED_REPORTING_REFUNDS,
-            _transition_params(payment, PaymentStatus.SUCCEEDED, sources, values)
-            | _SUCCESS_AUDIT.params(entry),
-            execution_options={"synchronize_session": False, "populate_existing": True},
-        )
-    ).first()
+    row = await _SUCCEED_REPORTING_REFUNDS.fetchrow(
+        session,
+        _transition_params(payment, PaymentStatus.SUCCEEDED, sources, values)
+        | _SUCCESS_AUDIT.params(entry),
+    )
     if row is None:
         await session.refresh(payment)
         return False, False
+    for key, column in _PAYMENT_COLUMNS:  # the moved row, as the ORM would load it
+        set_committed_value(payment, key, row[column])
     return True, bool(row.refund_reported)
 
 

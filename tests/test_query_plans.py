@@ -166,7 +166,7 @@ async def test_the_bookings_statements_are_planned_once_per_connection(
             {"the_hold": hold_id, "now": now, **loyalty.standing_params(customer.id)},
         ),
         "booking": (
-            booking_service._BOOKING_AT_ONCE,
+            booking_service._BOOKING_AT_ONCE.statement,
             {
                 "the_showtime": showtime_id,
                 "the_hold": hold_id,

@@ -162,7 +162,7 @@ async def test_the_bookings_statements_are_planned_once_per_connection(
     now = dt.datetime.now(dt.UTC)
     statements: dict[str, tuple[Executable, dict[str, Any]]] = {
         "hold read": (
-            booking_service._LOCK_HOLD_WITH_SHOWTIME,
+            booking_service._LOCK_HOLD_WITH_SHOWTIME.statement,
             {"the_hold": hold_id, "now": now, **loyalty.standing_params(customer.id)},
         ),
         "booking": (

@@ -1,25 +1,29 @@
 """Statements sent on the request session's own asyncpg connection (core.pgdriver.
 SessionStatement) behave as if sent through the session: in its transaction, after its
 pending changes, with their parameters processed by their types, and failing with
-SQLAlchemy's errors (a duplicate an IntegrityError, a lost deadlock retryable)."""
+SQLAlchemy's errors (a duplicate an IntegrityError, a lost deadlock retryable). Objects made
+of their rows (core.db.RowLoad) are the session's, as if the ORM had loaded them."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import BigInteger, bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, bindparam, func, insert, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from boxoffice.audit.models import AuditEntry
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import Database
+from boxoffice.core.db import Database, RowLoad
 from boxoffice.core.errors import is_retryable
 from boxoffice.core.pgdriver import SessionStatement
 from boxoffice.payments.models import Payment
+from boxoffice.scheduling.models import Showtime
+from tests.booking_helpers import seed_showtime
 
 pytestmark = pytest.mark.backends("postgres")
 
@@ -143,3 +147,49 @@ async def test_a_statement_leaving_a_column_to_python_defaults_is_refused(app: F
         with pytest.raises(TypeError, match="every column's value bound"):
             await statement.fetch(session, {"the_payment": uuid.uuid4()})
         await session.rollback()
+
+
+_SHOWTIME_ROW = RowLoad(Showtime, "show_")
+_READ_SHOWTIME = SessionStatement(
+    select(*_SHOWTIME_ROW.columns).where(Showtime.id == bindparam("the_showtime"))
+)
+
+
+@pytest.mark.backends("sqlite", "postgres", "mysql")
+async def test_an_object_made_of_a_row_is_the_sessions_as_if_the_orm_loaded_it(
+    app: FastAPI,
+) -> None:
+    database: Database = app.state.db
+    show = await seed_showtime(app, base_price=Decimal("11.25"))
+    the_showtime = {"the_showtime": uuid.UUID(show.showtime_id)}
+    columns = [attr.key for attr in inspect(Showtime).column_attrs]
+    async with database.session() as session:
+        by_orm = await session.get(Showtime, the_showtime["the_showtime"])
+        assert by_orm is not None
+        expected = {name: getattr(by_orm, name) for name in columns}
+
+    async with database.session() as session:
+        loaded = _SHOWTIME_ROW.load(session, await _READ_SHOWTIME.fetchrow(session, the_showtime))
+        # The same values as the ORM's, processed by their types: money to the cent (SQLite
+        # keeps cents as integers), times aware.
+        assert {name: getattr(loaded, name) for name in columns} == expected
+        assert loaded.base_price == Decimal("11.25")
+        assert loaded.start_time.tzinfo is not None
+        assert inspect(loaded).persistent
+        assert not session.dirty
+        assert await session.get(Showtime, the_showtime["the_showtime"]) is loaded
+        loaded.language = "fr"  # tracked: written at the commit
+
+    async with database.session() as session:
+        held = await session.get(Showtime, the_showtime["the_showtime"])
+        assert held is not None
+        assert held.language == "fr"
+        await session.execute(
+            text("UPDATE showtimes SET language = 'de' WHERE id = :id"),
+            {"id": held.id.hex if database.backend != "postgresql" else held.id},
+        )
+        # An object the session holds already gets the row's values (populate_existing).
+        again = _SHOWTIME_ROW.load(session, await _READ_SHOWTIME.fetchrow(session, the_showtime))
+        assert again is held
+        assert held.language == "de"
+        assert not session.dirty

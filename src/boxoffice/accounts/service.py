@@ -33,7 +33,7 @@ from boxoffice.audit import service as audit
 from boxoffice.audit.models import ActorKind
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import sqlite_time
+from boxoffice.core.db import RowLoad, sqlite_time
 from boxoffice.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound
 from boxoffice.core.mail import Mailer
 from boxoffice.core.security import (
@@ -748,6 +748,11 @@ async def signed_in_user(session: AsyncSession, claims: AccessClaims) -> User:
     """The account behind verified claims: 401 if it is gone, inactive, or the token is from
     before a password change or a "sign out everywhere"."""
     return signed_in(await session.scalar(_USER_BY_ID, {"the_user": claims.user_id}), claims)
+
+
+# The caller's account in a statement read past the ORM (core.pgdriver.SessionStatement) along
+# with what the request needs, outer-joined on the caller's id: judged by `signed_in`.
+CALLER = RowLoad(User, "caller_")
 
 
 def signed_in(user: User | None, claims: AccessClaims) -> User:

@@ -288,8 +288,10 @@ class SessionStatement:
         """The statement's rows (none for one without RETURNING), read by attribute."""
         dialect = session.get_bind().dialect
         if dialect.name != "postgresql":
-            result = cast(CursorResult[Any], await session.execute(self.statement, params))
-            return result.all() if result.returns_rows else []
+            result = await session.execute(self.statement, params)
+            if isinstance(result, CursorResult) and not result.returns_rows:
+                return []  # an INSERT or UPDATE without RETURNING
+            return result.all()
         if session.new or session.dirty or session.deleted:
             await session.flush()
         adapted = await _adapted_connection(session)

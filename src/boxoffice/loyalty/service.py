@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import Database, Money
+from boxoffice.core.db import Database, Money, constant
 from boxoffice.loyalty.exceptions import (
     BookingNotFound,
     InsufficientPoints,
@@ -165,7 +165,9 @@ EARNED_SINCE = (
     select(func.coalesce(func.sum(PointsEntry.points), 0))
     .where(
         PointsEntry.user_id == bindparam("the_user"),
-        PointsEntry.kind.in_(EARNED_KINDS),
+        # Code constants written into the SQL: it can then go on the driver (SessionStatement,
+        # which sends no bound list).
+        PointsEntry.kind.in_([constant(kind) for kind in EARNED_KINDS]),
         PointsEntry.created_at >= bindparam("since"),
     )
     .scalar_subquery()

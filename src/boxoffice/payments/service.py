@@ -34,13 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from boxoffice.accounts.models import User
-from boxoffice.accounts.service import signed_in, signed_in_user
+from boxoffice.accounts.service import CALLER, signed_in, signed_in_user
 from boxoffice.audit import service as audit
 from boxoffice.audit.models import ActorKind, AuditEntry
 from boxoffice.booking.models import Booking, BookingStatus
 from boxoffice.config import Settings
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import RowInsert, constant
+from boxoffice.core.db import RowInsert, RowLoad, constant
 from boxoffice.core.errors import BoxofficeError
 from boxoffice.core.pgdriver import SessionStatement
 from boxoffice.core.security import AccessClaims
@@ -203,24 +203,27 @@ _LOCK_PAYMENT_BY_REF = (
 # Both in one round trip: PostgreSQL locks the rows of a join in the order of its FROM list,
 # the booking's first (checked with a third transaction while the join waits for the payment).
 # MariaDB locks them in the order it reads them (by the payment's reference): it runs the two
-# statements above.
-_LOCK_BOOKING_AND_PAYMENT_BY_REF = (
-    select(Booking, Payment)
+# statements above. Read past the ORM, their objects made by `RowLoad`s (see booking.service's
+# hold read).
+_LOCKED_BOOKING = RowLoad(Booking, "booking_")
+_LOCKED_PAYMENT = RowLoad(Payment, "payment_")
+_LOCK_BOOKING_AND_PAYMENT_BY_REF = SessionStatement(
+    select(*_LOCKED_BOOKING.columns, *_LOCKED_PAYMENT.columns)
+    .select_from(Booking)
     .join(Payment, Payment.booking_id == Booking.id)
     .where(*_BY_REF)
     .with_for_update()
-    .execution_options(populate_existing=True)
 )
 # The same for a customer confirming their payment, with their account read along (judged by
 # accounts.service.signed_in: a request session's read saved); only the booking and the
 # payment locked, in that order as above.
-_LOCK_BOOKING_AND_PAYMENT_BY_REF_FOR = (
-    select(Booking, Payment, User)
+_LOCK_BOOKING_AND_PAYMENT_BY_REF_FOR = SessionStatement(
+    select(*_LOCKED_BOOKING.columns, *_LOCKED_PAYMENT.columns, *CALLER.columns)
+    .select_from(Booking)
     .join(Payment, Payment.booking_id == Booking.id)
     .outerjoin(User, User.id == bindparam("the_user"))
     .where(*_BY_REF)
     .with_for_update(of=(Booking, Payment))
-    .execution_options(populate_existing=True)
 )
 _LOCK_PAYMENT = (
     select(Payment)
@@ -748,19 +751,19 @@ async def lock_by_ref(
         _pin(session, booking)
         return await session.scalar(_LOCK_PAYMENT_BY_REF, by_ref)
     if caller is None:
-        row = (await session.execute(_LOCK_BOOKING_AND_PAYMENT_BY_REF, by_ref)).first()
+        row = await _LOCK_BOOKING_AND_PAYMENT_BY_REF.fetchrow(session, by_ref)
         if row is None:
             return None
-        _pin(session, row[0])
-        return row[1]
+        _pin(session, _LOCKED_BOOKING.load(session, row))
+        return _LOCKED_PAYMENT.load(session, row)
     by_ref["the_user"] = caller.user_id
-    read = (await session.execute(_LOCK_BOOKING_AND_PAYMENT_BY_REF_FOR, by_ref)).first()
+    read = await _LOCK_BOOKING_AND_PAYMENT_BY_REF_FOR.fetchrow(session, by_ref)
     if read is None:  # no such payment: the account still decides between 401 and 404
         await signed_in_user(session, caller)
         return None
-    signed_in(read[2], caller)
-    _pin(session, read[0])
-    return read[1]
+    signed_in(CALLER.load(session, read), caller)
+    _pin(session, _LOCKED_BOOKING.load(session, read))
+    return _LOCKED_PAYMENT.load(session, read)
 
 
 def _pin(session: AsyncSession, booking: Booking) -> None:

@@ -37,7 +37,8 @@ from boxoffice.audit import service as audit
 from boxoffice.audit.models import ActorKind
 from boxoffice.catalog.models import Movie
 from boxoffice.core.clock import utcnow
-from boxoffice.core.db import after_commit
+from boxoffice.core.db import RowLoad, after_commit
+from boxoffice.core.pgdriver import SessionStatement
 from boxoffice.pricing.exceptions import (
     InvalidPricingRule,
     PricingRuleNotFound,
@@ -199,6 +200,9 @@ def _seat_classes_mask(showtime_id: BindParameter[uuid.UUID]) -> ScalarSelect[An
     )
 
 
+_RULE_ROW = RowLoad(PricingRule, "rule_")
+
+
 def _basis_statement() -> Select[*tuple[Any, ...]]:
     """The statement of `pricing_basis`, for a bound `showtime_id`."""
     showtime_id = bindparam("showtime_id", type_=Showtime.id.type)
@@ -213,8 +217,9 @@ def _basis_statement() -> Select[*tuple[Any, ...]]:
             Theater.timezone,
             Theater.city_id,
             _seat_classes_mask(showtime_id).label("class_mask"),
-            PricingRule,
+            *_RULE_ROW.columns,
         )
+        .select_from(Showtime)
         .join(Screen, Screen.id == Showtime.screen_id)
         .join(Theater, Theater.id == Showtime.theater_id)
         .outerjoin(
@@ -234,15 +239,16 @@ def _basis_statement() -> Select[*tuple[Any, ...]]:
 
 
 # Built once: building this statement (five subqueries, the rule join) cost more CPU than
-# running it, on every booking and every seat-map price refresh.
-_BASIS = _basis_statement()
+# running it, on every booking and every seat-map price refresh. On PostgreSQL it goes on the
+# session's own connection (core.pgdriver.SessionStatement), a booking's third statement.
+_BASIS = SessionStatement(_basis_statement())
 
 
 async def pricing_basis(session: AsyncSession, showtime_id: uuid.UUID) -> PricingBasis:
     """One statement: the showtime with its hall, theater and seat classes, joined to each
     active rule whose city, theater and movie allow it (one row per rule; the other
     conditions are `apply_rules`'s). Raises `ShowtimeNotFound`."""
-    rows = (await session.execute(_BASIS, {"showtime_id": showtime_id})).all()
+    rows = await _BASIS.fetch(session, {"showtime_id": showtime_id})
     if not rows:
         raise ShowtimeNotFound(f"No showtime with id {showtime_id}.")
     head = rows[0]
@@ -259,7 +265,9 @@ async def pricing_basis(session: AsyncSession, showtime_id: uuid.UUID) -> Pricin
         movie_id=head.movie_id,
         local_date=local.date(),
         local_time=local.time().replace(tzinfo=None),
-        rules=tuple(as_rule(rule) for *_, rule in rows if isinstance(rule, PricingRule)),
+        rules=tuple(
+            as_rule(rule) for rule in (_RULE_ROW.load(session, row) for row in rows) if rule
+        ),
     )
 
 

@@ -233,14 +233,18 @@ class RowInsert:
         """`obj`'s row as this statement's parameters. The columns' Python-side defaults (ids,
         timestamps) are applied to `obj` too, as a flush would."""
         values: dict[str, Any] = {}
+        # Every column goes into the object's dict, so that `adopt` leaves none to load; a
+        # plain write, as the ORM's loading does (`adopt` resets the history anyway): setting
+        # each attribute fired its change events, ~0.1 ms for a booking's three rows.
+        state = instance_state(obj).dict
         for key, column in self._columns:
-            value = getattr(obj, key)
+            value = state.get(key)
             if value is None and column.default is not None:
                 default: Any = column.default
                 if not (default.is_scalar or default.is_callable):
                     raise TypeError(f"{column} has a default RowInsert cannot apply")
                 value = default.arg(None) if default.is_callable else default.arg
-            setattr(obj, key, value)  # every column set: `adopt` leaves none to load
+            state[key] = value
             values[self._prefix + key] = value
         return values
 
@@ -279,16 +283,18 @@ class RowLoad:
     def load(self, session: AsyncSession, row: Any) -> Any:
         """The object of `row` (read by attribute), or None when its key is NULL (an outer
         join that found nothing)."""
-        key = getattr(row, self._key)
-        if key is None:
-            return None
         if isinstance(row, DriverRow):
+            column = row.__getitem__  # by name, without the attribute lookup's detour
             fields = self._driver or self._driver_fields(session.get_bind().dialect)
         else:
+            column = row._mapping.__getitem__
             fields = self._plain
+        key = column(self._key)
+        if key is None:
+            return None
         values = {}
         for name, label, process in fields:
-            value = getattr(row, label)
+            value = column(label)
             values[name] = value if process is None or value is None else process(value)
         held = session.sync_session.identity_map.get(identity_key(self._model, key))
         if held is not None:

@@ -94,7 +94,8 @@ def counted(app: FastAPI) -> Iterator[list[str]]:
     plain = app.state.db.sqlite_connection()
     if plain is not None:
         plain.set_trace_callback(sent)
-    # PostgreSQL's run on asyncpg's own pool (core.pgdriver), told by asyncpg's query logger.
+    # PostgreSQL's run on asyncpg's own pool or on a session's asyncpg connection
+    # (core.pgdriver: DriverPool, SessionStatement), told by core.pgdriver.statements.
     driver = app.state.db.driver
     try:
         with driver.statements(sent) if driver is not None else nullcontext():

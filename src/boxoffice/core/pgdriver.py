@@ -277,7 +277,13 @@ class SessionStatement:
     these statements (uuid, text, boolean, numeric at its column's scale, timestamptz in UTC,
     json through the codec SQLAlchemy sets on each connection) that is what SQLAlchemy's
     result processing makes of them; a statement with other columns must check that first.
-    Expanding parameters (`IN` of a bound list) are not supported: use `= ANY(array)`.
+    Expanding parameters (`IN` of a bound list) are refused: write code constants into the
+    SQL (`core.db.constant`) or bind an array (`= ANY(...)`); so are columns whose value
+    SQLAlchemy computes at each execution (`onupdate`): bind them.
+
+    It leans on three internals of SQLAlchemy's asyncpg adapter (its `_transaction`, its
+    `_start_transaction` and `_handle_exception`): SQLAlchemy is pinned (constraints.txt), and
+    tests/test_session_statements.py fails if any of them changes meaning.
     """
 
     def __init__(self, statement: Executable) -> None:

@@ -281,8 +281,8 @@ class RowLoad:
         self._driver: list[_Field] | None = None
 
     def load(self, session: AsyncSession, row: Any) -> Any:
-        """The object of `row` (read by attribute), or None when its key is NULL (an outer
-        join that found nothing)."""
+        """The object of `row` (the driver's or SQLAlchemy's), or None when its key is NULL
+        (an outer join that found nothing)."""
         if isinstance(row, DriverRow):
             column = row.__getitem__  # by name, without the attribute lookup's detour
             fields = self._driver or self._driver_fields(session.get_bind().dialect)
@@ -302,7 +302,8 @@ class RowLoad:
                 set_committed_value(held, name, value)
             return held
         # As the ORM's loading does: the values straight into the new object's dict, without
-        # its constructor's change events (~3x the cost: 200 µs for a user's 16 columns).
+        # its constructor's change events (in isolation 11 against 28 µs for a user's 16
+        # columns).
         obj = self._new_instance()
         instance_state(obj).dict.update(values)
         adopt(session, obj)

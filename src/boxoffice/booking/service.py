@@ -253,8 +253,8 @@ _HELD_SEATS = (
 # more), locking the hold's row only (FOR UPDATE OF), with the caller's account (judged by
 # accounts.service.signed_in: a request session's read saved) and loyalty standing read along
 # (loyalty.BALANCE, loyalty.EARNED_SINCE: the tier discount). Sent past the ORM (on PostgreSQL
-# on the session's driver connection), its objects made by `RowLoad`s: loading four entities
-# per row through the ORM was ~0.5 ms of a booking's CPU. MariaDB has no FOR UPDATE OF: there
+# on the session's driver connection), its objects made by `RowLoad`s: the ORM's loading of
+# four entities per row cost ~0.15 ms of a booking's CPU more. MariaDB has no FOR UPDATE OF: there
 # it would lock the showtime's and the theater's rows too, making every booking of a theater
 # wait for the one before, so it runs the three statements above (and loyalty's own).
 _HOLD_ROW = RowLoad(Hold, "hold_")

@@ -236,7 +236,6 @@ _REFUNDED_EVENTS = select(PaymentEvent.payload).where(
     PaymentEvent.event_type == EventType.REFUNDED,
 )
 _TRANSITIONS_BUILT: dict[tuple[tuple[str, ...], bool], Executable] = {}
-_SUCCEEDED_VALUES = ("failure_code", "succeeded_at")
 
 
 def _transition_statement(columns: tuple[str, ...], returning: bool) -> Executable:

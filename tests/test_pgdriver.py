@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from boxoffice.core.errors import DatabaseUnavailable, install_error_handlers, is_retryable
-from boxoffice.core.pgdriver import DriverPool
+from boxoffice.core.pgdriver import DriverPool, statements
 from tests.conftest import Backend
 
 pytestmark = pytest.mark.backends("postgres")
@@ -135,7 +135,7 @@ async def test_a_connection_goes_back_without_a_reset_round_trip_and_with_no_tra
     driver = _driver(backend, size=1)
     sent: list[str] = []
     try:
-        with driver.statements(sent.append):
+        with statements(sent.append):
             await driver.fetchrow("SELECT 1")
             await driver.fetchrow("SELECT 2")
         assert sent == ["SELECT 1", "SELECT 2"]

@@ -20,7 +20,7 @@ from boxoffice.audit.models import AuditEntry
 from boxoffice.core.clock import utcnow
 from boxoffice.core.db import Database, RowLoad
 from boxoffice.core.errors import is_retryable
-from boxoffice.core.pgdriver import SessionStatement
+from boxoffice.core.pgdriver import SessionStatement, statements
 from boxoffice.payments.models import Payment
 from boxoffice.scheduling.models import Showtime
 from tests.booking_helpers import seed_showtime
@@ -67,6 +67,19 @@ async def test_a_first_statement_begins_the_sessions_transaction(app: FastAPI) -
         await session.rollback()
     async with database.session() as session:
         assert (await _COUNT_ENTRY.fetchrow(session, params)).entries == 0
+
+
+async def test_the_statement_counts_hear_each_statement(app: FastAPI) -> None:
+    # tests/test_statement_counts.py counts what core.pgdriver.statements tells it: a statement
+    # sent past the engine's events must still be told, or a grown path would go unseen.
+    heard: list[str] = []
+    async with app.state.db.session() as session:
+        with statements(heard.append):
+            await _TRANSACTION.fetch(session, {})
+            await _TRANSACTION.fetch(session, {})
+        await session.rollback()
+    assert len(heard) == 2
+    assert all("txid_current" in sql for sql in heard)
 
 
 async def test_the_sessions_pending_changes_are_flushed_first(app: FastAPI) -> None:
@@ -149,9 +162,9 @@ async def test_a_statement_leaving_a_column_to_python_defaults_is_refused(app: F
         await session.rollback()
 
 
-_SHOWTIME_ROW = RowLoad(Showtime, "show_")
+_LOADED_SHOWTIME = RowLoad(Showtime, "show_")
 _READ_SHOWTIME = SessionStatement(
-    select(*_SHOWTIME_ROW.columns).where(Showtime.id == bindparam("the_showtime"))
+    select(*_LOADED_SHOWTIME.columns).where(Showtime.id == bindparam("the_showtime"))
 )
 
 
@@ -169,7 +182,9 @@ async def test_an_object_made_of_a_row_is_the_sessions_as_if_the_orm_loaded_it(
         expected = {name: getattr(by_orm, name) for name in columns}
 
     async with database.session() as session:
-        loaded = _SHOWTIME_ROW.load(session, await _READ_SHOWTIME.fetchrow(session, the_showtime))
+        loaded = _LOADED_SHOWTIME.load(
+            session, await _READ_SHOWTIME.fetchrow(session, the_showtime)
+        )
         # The same values as the ORM's, processed by their types: money to the cent (SQLite
         # keeps cents as integers), times aware.
         assert {name: getattr(loaded, name) for name in columns} == expected
@@ -189,7 +204,7 @@ async def test_an_object_made_of_a_row_is_the_sessions_as_if_the_orm_loaded_it(
             {"id": held.id.hex if database.backend != "postgresql" else held.id},
         )
         # An object the session holds already gets the row's values (populate_existing).
-        again = _SHOWTIME_ROW.load(session, await _READ_SHOWTIME.fetchrow(session, the_showtime))
+        again = _LOADED_SHOWTIME.load(session, await _READ_SHOWTIME.fetchrow(session, the_showtime))
         assert again is held
         assert held.language == "de"
         assert not session.dirty

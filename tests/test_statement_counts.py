@@ -9,7 +9,7 @@ are the same however many seats a map or a booking has.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from boxoffice.catalog.models import Movie, MovieGenre
+from boxoffice.core import pgdriver
 from tests.booking_helpers import SUCCESS_CARD, book_hold, hold, seed_showtime
 from tests.conftest import settle_jobs
 from tests.helpers import make_user
@@ -96,9 +97,8 @@ def counted(app: FastAPI) -> Iterator[list[str]]:
         plain.set_trace_callback(sent)
     # PostgreSQL's run on asyncpg's own pool or on a session's asyncpg connection
     # (core.pgdriver: DriverPool, SessionStatement), told by core.pgdriver.statements.
-    driver = app.state.db.driver
     try:
-        with driver.statements(sent) if driver is not None else nullcontext():
+        with pgdriver.statements(sent):
             yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)

@@ -257,14 +257,14 @@ _HELD_SEATS = (
 # four entities per row cost ~0.15 ms of a booking's CPU more. MariaDB has no FOR UPDATE OF: there
 # it would lock the showtime's and the theater's rows too, making every booking of a theater
 # wait for the one before, so it runs the three statements above (and loyalty's own).
-_HOLD_ROW = RowLoad(Hold, "hold_")
-_SHOWTIME_ROW = RowLoad(Showtime, "showtime_")
-_THEATER_ROW = RowLoad(Theater, "theater_")
+_LOADED_HOLD = RowLoad(Hold, "hold_")
+_LOADED_SHOWTIME = RowLoad(Showtime, "showtime_")
+_LOADED_THEATER = RowLoad(Theater, "theater_")
 _LOCK_HOLD_WITH_SHOWTIME = SessionStatement(
     select(
-        *_HOLD_ROW.columns,
-        *_SHOWTIME_ROW.columns,
-        *_THEATER_ROW.columns,
+        *_LOADED_HOLD.columns,
+        *_LOADED_SHOWTIME.columns,
+        *_LOADED_THEATER.columns,
         *CALLER.columns,
         Seat.id.label("seat_id"),
         Seat.label.label("seat_label"),
@@ -509,9 +509,9 @@ async def _lock_hold(
         first = rows[0]
         return _HoldRead(
             signed_in(CALLER.load(session, first), caller),
-            _HOLD_ROW.load(session, first),
-            _SHOWTIME_ROW.load(session, first),
-            _THEATER_ROW.load(session, first),
+            _LOADED_HOLD.load(session, first),
+            _LOADED_SHOWTIME.load(session, first),
+            _LOADED_THEATER.load(session, first),
             [
                 _HeldSeat(r.seat_id, r.seat_label, r.seat_class)
                 for r in rows

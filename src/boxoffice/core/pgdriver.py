@@ -34,7 +34,6 @@ Failures come out as the engine's would, so the rest of the app treats them alik
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
@@ -179,10 +178,6 @@ class DriverPool:
             # Its siblings died with it, most likely (a restart): reconnect them all.
             await self._pool.expire_connections()
         return DBAPIError(sql, None, exc, connection_invalidated=lost)
-
-    def statements(self, listener: StatementListener) -> contextlib.AbstractContextManager[None]:
-        """The module's `statements`."""
-        return statements(listener)
 
     async def close(self) -> None:
         if self._pool is not None:

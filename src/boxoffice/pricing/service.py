@@ -200,7 +200,7 @@ def _seat_classes_mask(showtime_id: BindParameter[uuid.UUID]) -> ScalarSelect[An
     )
 
 
-_RULE_ROW = RowLoad(PricingRule, "rule_")
+_LOADED_RULE = RowLoad(PricingRule, "rule_")
 
 
 def _basis_statement() -> Select[*tuple[Any, ...]]:
@@ -217,7 +217,7 @@ def _basis_statement() -> Select[*tuple[Any, ...]]:
             Theater.timezone,
             Theater.city_id,
             _seat_classes_mask(showtime_id).label("class_mask"),
-            *_RULE_ROW.columns,
+            *_LOADED_RULE.columns,
         )
         .select_from(Showtime)
         .join(Screen, Screen.id == Showtime.screen_id)
@@ -266,7 +266,7 @@ async def pricing_basis(session: AsyncSession, showtime_id: uuid.UUID) -> Pricin
         local_date=local.date(),
         local_time=local.time().replace(tzinfo=None),
         rules=tuple(
-            as_rule(rule) for rule in (_RULE_ROW.load(session, row) for row in rows) if rule
+            as_rule(rule) for rule in (_LOADED_RULE.load(session, row) for row in rows) if rule
         ),
     )
 
